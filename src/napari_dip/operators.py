@@ -1,0 +1,96 @@
+"""Forward models d(x) of the restoration tasks.
+
+Every operator maps the network's output canvas ``x`` of shape ``(1, C, H', W')``
+to the frame of the measured image ``y`` of shape ``(1, C, h, w)``; the fit then
+minimises the data term ``E = mean((d(x) - y)**2)``. The canvas is larger than
+the image (the networks need sizes divisible by ``2**levels``), so each operator
+ends with the crop that takes the canvas back to the image's own pixels: padded
+pixels never enter the loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Region = tuple[slice, slice]
+
+
+def data_loss(prediction: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """Mean squared error, the data term of every task (as in the paper's code)."""
+    return F.mse_loss(prediction, measured)
+
+
+class Identity(nn.Module):
+    """Denoising (and flash/no-flash): ``d(x) = x`` on the image's pixels."""
+
+    def __init__(self, region: Region) -> None:
+        super().__init__()
+        self.region = region
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[(..., *self.region)]
+
+
+class Mask(Identity):
+    """Inpainting: ``d(x) = m * x`` with ``m`` = 1 on known pixels, 0 on missing ones.
+
+    The measured image must be masked the same way (``mask.apply``), so the missing
+    pixels contribute nothing to the loss.
+    """
+
+    def __init__(self, known: torch.Tensor, region: Region) -> None:
+        super().__init__(region)
+        if known.ndim != 2:
+            raise ValueError(f"known-pixel mask must be 2-D (H, W), got shape {tuple(known.shape)}")
+        self.register_buffer("known", known.to(torch.float32)[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.known
+
+
+def lanczos2_taps(factor: int) -> np.ndarray:
+    """1-D Lanczos2 weights for downsampling by ``factor``, normalised to sum 1.
+
+    The taps sit at HR pixel centres around the centre of one low-resolution pixel,
+    ``(j + 0.5) * factor - 0.5`` in HR pixel coordinates (the convention of
+    scikit-image and PIL ``resize``), at distances ``d`` in LR pixels with
+    ``|d| < 2``. For even factors that is the paper's 4·factor-tap kernel
+    (``phase=0.5``); odd factors centre on a pixel and need 4·factor − 1 taps.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
+        raise ValueError(f"downsampling factor must be an integer >= 2, got {factor!r}")
+    n_taps = 4 * factor if factor % 2 == 0 else 4 * factor - 1
+    distance = (np.arange(n_taps) - (n_taps - 1) / 2) / factor
+    # Lanczos with support a = 2: sinc(d) * sinc(d / a); np.sinc is sin(pi x) / (pi x).
+    taps = np.sinc(distance) * np.sinc(distance / 2)
+    return taps / taps.sum()
+
+
+class LanczosDownsample(nn.Module):
+    """Super-resolution: ``d(x)`` = Lanczos2 low-pass then subsampling by ``factor``.
+
+    The 2-D kernel is the outer product of ``lanczos2_taps`` (separable, as in the
+    paper's code), applied as two strided 1-D convolutions; edges are replicated.
+    A canvas of ``H' = factor * h'`` rows gives exactly ``h'`` rows.
+    """
+
+    def __init__(self, factor: int, region: Region) -> None:
+        super().__init__()
+        taps = torch.from_numpy(lanczos2_taps(factor)).to(torch.float32)
+        self.factor = int(factor)
+        self.pad = (taps.numel() - self.factor) // 2
+        self.region = region
+        self.register_buffer("row_taps", taps.view(1, 1, 1, -1))
+        self.register_buffer("col_taps", taps.view(1, 1, -1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        p, f = self.pad, self.factor
+        # Channels become the batch so one single-channel kernel serves them all.
+        planes = F.pad(x.reshape(n * c, 1, h, w), (p, p, p, p), mode="replicate")
+        planes = F.conv2d(planes, self.row_taps, stride=(1, f))
+        planes = F.conv2d(planes, self.col_taps, stride=(f, 1))
+        return planes.reshape(n, c, h // f, w // f)[(..., *self.region)]
