@@ -16,9 +16,8 @@ import torch
 from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_dip import reference_dip  # noqa: E402
-
-from napari_dip.fit import Fit  # noqa: E402
+from napari_dip.fit import Fit
+from reference_dip import reference_dip
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,11 +34,13 @@ def main() -> None:
     args = p.parse_args()
     s = args.size
     images = {
-        "camera": data.camera()[100:100 + s, 150:150 + s][None] / 255.0,
-        "astronaut": np.moveaxis(data.astronaut()[30:30 + s, 180:180 + s], -1, 0) / 255.0,
+        "camera": data.camera()[100 : 100 + s, 150 : 150 + s][None] / 255.0,
+        "astronaut": np.moveaxis(data.astronaut()[30 : 30 + s, 180 : 180 + s], -1, 0) / 255.0,
     }
-    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
-          f"{s}x{s}, width {args.width}, {args.iterations} iterations")
+    print(
+        f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
+        f"{s}x{s}, width {args.width}, {args.iterations} iterations"
+    )
     print(f"{'image':10} {'seed':>4} {'noisy':>6} {'ref dB':>7} {'ours dB':>7} {'ref ms/it':>9} {'ours ms/it':>10}")
     for name, clean in images.items():
         for seed in range(args.seeds):
@@ -54,8 +55,10 @@ def main() -> None:
                 pass
             ours = fit.result()
             t_ours = (time.perf_counter() - t) / args.iterations
-            print(f"{name:10} {seed:4d} {psnr(noisy, clean):6.2f} {psnr(ref, clean):7.2f} {psnr(ours, clean):7.2f} "
-                  f"{1e3 * t_ref:9.1f} {1e3 * t_ours:10.1f}")
+            print(
+                f"{name:10} {seed:4d} {psnr(noisy, clean):6.2f} {psnr(ref, clean):7.2f} {psnr(ours, clean):7.2f} "
+                f"{1e3 * t_ref:9.1f} {1e3 * t_ours:10.1f}"
+            )
 
 
 if __name__ == "__main__":

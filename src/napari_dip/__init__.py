@@ -4,9 +4,9 @@
 image with no training data. torch is imported on first use, not here.
 """
 
-from ._api import denoise, flash_no_flash, inpaint, super_resolve
-
 from importlib.metadata import PackageNotFoundError, version
+
+from ._api import denoise, flash_no_flash, inpaint, super_resolve
 
 try:
     __version__ = version("napari-dip")

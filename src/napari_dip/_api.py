@@ -53,7 +53,9 @@ def _doc(func: Callable) -> Callable:
     return func
 
 
-def _check_options(iterations: object, lr: object, network: object, width: object, seed: object, callback: object) -> None:
+def _check_options(
+    iterations: object, lr: object, network: object, width: object, seed: object, callback: object
+) -> None:
     from .networks import check_network
 
     check_network(network, width)
@@ -91,12 +93,23 @@ def _run(fit: Fit, callback: Callback | None) -> np.ndarray:
     return fit.result()
 
 
-def _fit(task: str, unit: np.ndarray, *, network: str, width: int, iterations: int | None, lr: float | None,
-         device: str, seed: int | None, **kwargs: Any) -> Fit:
+def _fit(
+    task: str,
+    unit: np.ndarray,
+    *,
+    network: str,
+    width: int,
+    iterations: int | None,
+    lr: float | None,
+    device: str,
+    seed: int | None,
+    **kwargs: Any,
+) -> Fit:
     from .fit import Fit
 
-    return Fit(task, unit, network=network, width=width, iterations=iterations, lr=lr, device=device, seed=seed,
-               **kwargs)
+    return Fit(
+        task, unit, network=network, width=width, iterations=iterations, lr=lr, device=device, seed=seed, **kwargs
+    )
 
 
 @_doc
@@ -184,8 +197,17 @@ def inpaint(
         raise ValueError("mask is empty: no pixel is marked missing (nonzero), so there is nothing to inpaint")
     if n_missing == missing.size:
         raise ValueError("mask covers the whole image: no known pixel is left to fit; mark only the damaged pixels")
-    fit = _fit("inpaint", unit, known=~missing, network=network, width=width, iterations=iterations, lr=lr,
-               device=device, seed=seed)
+    fit = _fit(
+        "inpaint",
+        unit,
+        known=~missing,
+        network=network,
+        width=width,
+        iterations=iterations,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
     return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
 
 
@@ -230,8 +252,17 @@ def super_resolve(
     scale = int(scale)
     _check_options(iterations, lr, network, width, seed, callback)
     unit, vmap = _prepare(image, channel_axis)
-    fit = _fit("super-resolve", unit, factor=scale, network=network, width=width, iterations=iterations, lr=lr,
-               device=device, seed=seed)
+    fit = _fit(
+        "super-resolve",
+        unit,
+        factor=scale,
+        network=network,
+        width=width,
+        iterations=iterations,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
     return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
 
 
@@ -268,14 +299,27 @@ def flash_no_flash(
         Same shape and dtype as ``no_flash``.
     """
     if network == "deep-decoder":
-        raise ValueError("network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
-                         "or 'encoder-decoder' for flash/no-flash")
+        raise ValueError(
+            "network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
+            "or 'encoder-decoder' for flash/no-flash"
+        )
     _check_options(iterations, lr, network, width, seed, callback)
     guide, _ = _prepare(flash, channel_axis, "flash")
     unit, vmap = _prepare(no_flash, channel_axis, "no_flash")
     if guide.shape[1:] != unit.shape[1:]:
-        raise ValueError(f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(no_flash)}; "
-                         "register and crop them to the same shape")
-    fit = _fit("flash-no-flash", unit, guide=guide, network=network, width=width, iterations=iterations, lr=lr,
-               device=device, seed=seed)
+        raise ValueError(
+            f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(no_flash)}; "
+            "register and crop them to the same shape"
+        )
+    fit = _fit(
+        "flash-no-flash",
+        unit,
+        guide=guide,
+        network=network,
+        width=width,
+        iterations=iterations,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
     return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)

@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +29,9 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's, 0.01)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--channel-axis", type=int, default=None,
-                        help="axis of the channels (default: none for 2-D, last for RGB/RGBA)")
+    parser.add_argument(
+        "--channel-axis", type=int, default=None, help="axis of the channels (default: none for 2-D, last for RGB/RGBA)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -48,13 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT")
     _common(p, "Adam steps (default: 3000)")
 
-    p = sub.add_parser("inpaint", help="fill masked pixels", description=(
-        "Fill the pixels of IN that MASK marks (nonzero = missing) and write OUT."))
+    p = sub.add_parser(
+        "inpaint",
+        help="fill masked pixels",
+        description=("Fill the pixels of IN that MASK marks (nonzero = missing) and write OUT."),
+    )
     p.add_argument("input", metavar="IN")
     p.add_argument("mask", metavar="MASK")
     p.add_argument("output", metavar="OUT")
-    p.add_argument("--mask-known", action="store_true",
-                   help="MASK marks the known pixels instead (as the paper's *_mask.png files do)")
+    p.add_argument(
+        "--mask-known",
+        action="store_true",
+        help="MASK marks the known pixels instead (as the paper's *_mask.png files do)",
+    )
     _common(p, "Adam steps (default: 5000)")
 
     p = sub.add_parser("super-resolve", help="upsample", description="Upsample IN by --scale and write OUT.")
@@ -63,16 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, help="integer factor >= 2 (default: 4)")
     _common(p, "Adam steps (default: 2000, 4000 from x8)")
 
-    p = sub.add_parser("flash-no-flash", help="restore a no-flash photo guided by a flash photo",
-                       description="Restore NOFLASH using FLASH as the network input and write OUT.")
+    p = sub.add_parser(
+        "flash-no-flash",
+        help="restore a no-flash photo guided by a flash photo",
+        description="Restore NOFLASH using FLASH as the network input and write OUT.",
+    )
     p.add_argument("flash", metavar="FLASH")
     p.add_argument("no_flash", metavar="NOFLASH")
     p.add_argument("output", metavar="OUT")
     _common(p, "Adam steps (default: 600)")
 
-    p = sub.add_parser("example", help="headless demo: denoise a bundled sample, write a before/after PNG",
-                       description="Denoise a noisy sample that ships with the package and write a "
-                                   "side-by-side PNG (noisy | restored | clean). No display needed.")
+    p = sub.add_parser(
+        "example",
+        help="headless demo: denoise a bundled sample, write a before/after PNG",
+        description="Denoise a noisy sample that ships with the package and write a "
+        "side-by-side PNG (noisy | restored | clean). No display needed.",
+    )
     p.add_argument("--output", default="napari-dip-example.png", help="PNG to write")
     _common(p, "Adam steps (default: 600)")
     p.set_defaults(width=48)
@@ -116,8 +128,17 @@ def _run(func: Callable[..., np.ndarray], args: argparse.Namespace, *arrays: np.
     previous = signal.signal(signal.SIGINT, progress.interrupt)
     start = time.perf_counter()
     try:
-        result = func(*arrays, iterations=args.iterations, network=args.network, width=args.width, lr=args.lr,
-                      device=args.device, seed=args.seed, callback=progress, **kwargs)
+        result = func(
+            *arrays,
+            iterations=args.iterations,
+            network=args.network,
+            width=args.width,
+            lr=args.lr,
+            device=args.device,
+            seed=args.seed,
+            callback=progress,
+            **kwargs,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
@@ -152,8 +173,10 @@ def _example(args: argparse.Namespace) -> None:
 
     gap = np.full((clean.shape[0], 8, 3), 255, np.uint8)
     write_image(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
-    print(f"noisy {psnr(noisy):.2f} dB -> restored {psnr(restored):.2f} dB; "
-          f"wrote {args.output} (noisy | restored | clean)")
+    print(
+        f"noisy {psnr(noisy):.2f} dB -> restored {psnr(restored):.2f} dB; "
+        f"wrote {args.output} (noisy | restored | clean)"
+    )
 
 
 def _main(args: argparse.Namespace) -> None:
@@ -181,6 +204,11 @@ def _main(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({shape} {result.dtype})", file=sys.stderr)
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -189,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except RuntimeError as err:  # torch failures, e.g. out of memory
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = _one_line(err)
         if "out of memory" in message.lower():
             message += " (try a smaller --width, --device cpu or a smaller image)"
         print(f"{PROG}: error: {message}", file=sys.stderr)

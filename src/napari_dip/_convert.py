@@ -51,13 +51,19 @@ def to_channels_first(image: np.ndarray, channel_axis: int | None, name: str = "
     """View of ``image`` as (C, H, W): 2-D images get one channel."""
     if channel_axis is None:
         if image.ndim != 2:
-            hint = " (for colour or multichannel images pass channel_axis=-1 or the channel axis)" if image.ndim == 3 else ""
+            hint = (
+                " (for colour or multichannel images pass channel_axis=-1 or the channel axis)"
+                if image.ndim == 3
+                else ""
+            )
             raise ValueError(f"{name} must be 2-D (H, W) when channel_axis is None, got shape {image.shape}{hint}")
         return image[None]
     if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
         raise TypeError(f"channel_axis must be an integer or None, got {type(channel_axis).__name__}")
     if image.ndim != 3:
-        raise ValueError(f"{name} must be 3-D (2 spatial axes and channels) with channel_axis set, got shape {image.shape}")
+        raise ValueError(
+            f"{name} must be 3-D (2 spatial axes and channels) with channel_axis set, got shape {image.shape}"
+        )
     if not -3 <= channel_axis < 3:
         raise ValueError(f"channel_axis={channel_axis} is out of range for a 3-D {name}")
     return np.moveaxis(image, channel_axis, 0)

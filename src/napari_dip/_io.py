@@ -24,7 +24,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
         return iio.imread(path)
     except Exception as err:  # the readers raise many types; the user needs one line
-        raise ValueError(f"cannot read {path} as an image: {err}") from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} as an image: {reason}") from err
 
 
 def check_writable(path: str | Path, dtype: np.dtype) -> None:
@@ -63,6 +64,4 @@ def guess_channel_axis(image: np.ndarray) -> int | None:
         return None
     if image.ndim == 3 and image.shape[-1] in (3, 4):
         return -1
-    raise ValueError(
-        f"cannot tell the channel axis of an image of shape {image.shape}; pass --channel-axis"
-    )
+    raise ValueError(f"cannot tell the channel axis of an image of shape {image.shape}; pass --channel-axis")

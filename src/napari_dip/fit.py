@@ -200,7 +200,9 @@ class Fit:
             net = build_network(network, in_channels, channels, width)
             cpu_gen = torch.Generator().manual_seed(self.seed + 1)
             if guide is not None and net.input_stride != 1:
-                raise ValueError(f"network {network!r} takes no image input; use it for other tasks than flash-no-flash")
+                raise ValueError(
+                    f"network {network!r} takes no image input; use it for other tasks than flash-no-flash"
+                )
 
             scale = factor if task == "super-resolve" else 1
             # Canvas in measured-image pixels; scale * canvas must suit the network.
@@ -210,7 +212,10 @@ class Fit:
             top, left = (canvas[0] - h) // 2, (canvas[1] - w) // 2
             region: Region = (slice(top, top + h), slice(left, left + w))
             self.canvas = (canvas[0] * scale, canvas[1] * scale)
-            self.output_region: Region = (slice(top * scale, (top + h) * scale), slice(left * scale, (left + w) * scale))
+            self.output_region: Region = (
+                slice(top * scale, (top + h) * scale),
+                slice(left * scale, (left + w) * scale),
+            )
 
             measured = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
             self._known = None

@@ -1,0 +1,137 @@
+from dataclasses import astuple
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.fit import Fit, Progress, canvas_length, resolve_device, task_defaults
+
+
+def small_image(c=1, h=37, w=51, seed=0):
+    return np.random.default_rng(seed).random((c, h, w)).astype(np.float32)
+
+
+def test_generator_yields_one_record_per_iteration_with_periodic_previews():
+    fit = Fit("denoise", small_image(), width=8, iterations=7, preview_every=3, device="cpu")
+    records = list(fit)
+    assert [r.iteration for r in records] == list(range(1, 8))
+    assert all(isinstance(r, Progress) and r.iterations == 7 for r in records)
+    with_preview = [r.iteration for r in records if r.preview is not None]
+    assert with_preview == [3, 6, 7]  # every 3 and the last
+    assert records[2].preview.shape == (1, 37, 51)
+    assert records[5].losses.shape == (3,) and records[6].losses.shape == (1,)
+    assert records[-1].losses[-1] == pytest.approx(records[-1].loss)
+    np.testing.assert_allclose(fit.losses, [r.loss for r in records], rtol=1e-6)
+    assert all(b.elapsed >= a.elapsed for a, b in zip(records, records[1:]))
+
+
+def test_stopping_between_iterations_keeps_the_average_so_far():
+    fit = Fit("denoise", small_image(), width=8, iterations=50, device="cpu")
+    for record in fit:
+        if record.iteration == 4:
+            break
+    assert fit.iteration == 4
+    early = fit.result()
+    assert early.shape == (1, 37, 51) and early.dtype == np.float32
+    np.testing.assert_array_equal(early, fit.result())  # reading does not change it
+    # Iterating again resumes where it stopped.
+    assert next(iter(fit)).iteration == 5
+
+
+def test_loss_falls_while_fitting():
+    y, x = np.mgrid[0:32, 0:32] / 32
+    smooth = (0.5 + 0.4 * np.sin(6 * x) * np.cos(4 * y))[None].astype(np.float32)
+    fit = Fit("denoise", smooth, width=16, iterations=60, device="cpu")
+    list(fit)
+    losses = fit.losses
+    assert losses[-10:].mean() < 0.5 * losses[:5].mean()
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (33, 64), (65, 31), (100, 3 * 32)])
+def test_canvas_is_padded_to_the_network_multiple_and_cropped_back(shape):
+    h, w = shape
+    fit = Fit("denoise", small_image(h=h, w=w), width=4, iterations=1, device="cpu")
+    ch, cw = fit.canvas
+    assert ch % 32 == 0 and cw % 32 == 0 and ch >= max(h, 64) and cw >= max(w, 64)
+    list(fit)
+    assert fit.result().shape == (1, h, w)
+
+
+def test_super_resolution_canvas_and_output_shape():
+    fit = Fit("super-resolve", small_image(c=3, h=9, w=13), factor=4, width=4, iterations=1, device="cpu")
+    assert fit.canvas[0] % 32 == 0 and fit.canvas[1] % 32 == 0
+    list(fit)
+    assert fit.result().shape == (3, 36, 52)
+
+
+def test_same_seed_same_result_on_cpu_and_different_seed_differs():
+    def run(seed):
+        fit = Fit("denoise", small_image(h=32, w=32), width=8, iterations=5, seed=seed, device="cpu")
+        list(fit)
+        return fit.result()
+
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_seeding_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    list(Fit("denoise", small_image(h=16, w=16), width=4, iterations=2, seed=9, device="cpu"))
+    np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+def test_inpaint_result_keeps_known_pixels():
+    image = small_image(c=2, h=20, w=24)
+    known = np.ones((20, 24), bool)
+    known[5:12, 6:15] = False
+    fit = Fit("inpaint", image, known=known, width=8, iterations=3, device="cpu")
+    list(fit)
+    out = fit.result()
+    np.testing.assert_array_equal(out[:, known], image[:, known])
+    assert not np.allclose(out[:, ~known], image[:, ~known])
+
+
+def test_flash_guide_is_the_network_input():
+    flash = small_image(c=3, h=20, w=20, seed=1)
+    fit = Fit("flash-no-flash", small_image(c=3, h=20, w=20), guide=flash, width=8, iterations=2, device="cpu")
+    assert fit.net.in_channels == 3
+    z = fit._z[0, :, fit.output_region[0], fit.output_region[1]].numpy()
+    np.testing.assert_allclose(z, flash)
+    list(fit)
+
+
+def test_meshgrid_input():
+    fit = Fit("inpaint", small_image(h=16, w=16), known=np.eye(16, dtype=bool) == 0, net_input="meshgrid",
+              width=4, iterations=2, device="cpu")
+    assert fit.net.in_channels == 2
+    list(fit)
+
+
+def test_task_defaults_follow_the_papers_code():
+    assert astuple(task_defaults("denoise")) == (3000, 0.01, pytest.approx(1 / 30))
+    assert astuple(task_defaults("inpaint")) == (5000, 0.01, 0.03)
+    assert astuple(task_defaults("super-resolve", 4)) == (2000, 0.01, 0.03)
+    assert astuple(task_defaults("super-resolve", 8)) == (4000, 0.01, 0.05)
+    assert astuple(task_defaults("flash-no-flash")) == (600, 0.1, 0.0)
+    with pytest.raises(ValueError, match="unknown task"):
+        task_defaults("deblur")
+
+
+def test_canvas_length():
+    assert canvas_length(1, 32, 64) == 64
+    assert canvas_length(64, 32, 64) == 64
+    assert canvas_length(65, 32, 64) == 96
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(TypeError, match="device"):
+        resolve_device(3)

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.operators import Identity, LanczosDownsample, Mask, data_loss, lanczos2_taps
+
+
+def paper_kernel(factor: int) -> np.ndarray:
+    """The 2-D lanczos2 kernel as the paper's get_kernel(phase=0.5) writes it, loop by loop."""
+    size = 4 * factor
+    centre = (4 * factor + 2) / 2
+    k = np.zeros((size, size))
+    for i in range(1, size + 1):
+        for j in range(1, size + 1):
+            val = 1.0
+            for d in (abs(i + 0.5 - centre) / factor, abs(j + 0.5 - centre) / factor):
+                if d != 0:
+                    val *= 2 * np.sin(np.pi * d) * np.sin(np.pi * d / 2) / (np.pi**2 * d**2)
+            k[i - 1, j - 1] = val
+    return k / k.sum()
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_lanczos_taps_normalised_and_symmetric(factor):
+    taps = lanczos2_taps(factor)
+    assert taps.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(taps, taps[::-1], atol=1e-15)
+    assert taps.argmax() in (len(taps) // 2 - 1, len(taps) // 2)
+    assert len(taps) == (4 * factor if factor % 2 == 0 else 4 * factor - 1)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_lanczos_matches_the_papers_kernel(factor):
+    taps = lanczos2_taps(factor)
+    np.testing.assert_allclose(np.outer(taps, taps), paper_kernel(factor), atol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_linear_ramp_lands_on_low_resolution_pixel_centres(factor):
+    lr = 12
+    n = lr * factor
+    rows = torch.arange(n, dtype=torch.float64)
+    ramp = (3.0 * rows[:, None] + 0.5 * rows[None, :]).float()[None, None].repeat(1, 2, 1, 1)
+    down = LanczosDownsample(factor, (slice(None), slice(None)))(ramp)
+    assert down.shape == (1, 2, lr, lr)
+    # Centres as scikit-image / PIL resize define them: (j + 0.5) * factor - 0.5.
+    centres = (torch.arange(lr, dtype=torch.float64) + 0.5) * factor - 0.5
+    expected = 3.0 * centres[:, None] + 0.5 * centres[None, :]
+    inner = slice(2, lr - 2)  # the kernel reaches 2 LR pixels; edges are replicated there
+    np.testing.assert_allclose(down[0, 0, inner, inner].double(), expected[inner, inner], atol=1e-3)
+    np.testing.assert_allclose(down[0, 1].double(), down[0, 0].double())
+
+
+def test_downsample_keeps_constants_and_crops_region():
+    x = torch.full((1, 3, 64, 64), 0.25)
+    down = LanczosDownsample(4, (slice(2, 14), slice(1, 11)))(x)
+    assert down.shape == (1, 3, 12, 10)
+    np.testing.assert_allclose(down, 0.25, atol=1e-6)
+
+
+def test_bad_factor_rejected():
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="factor"):
+            lanczos2_taps(bad)
+
+
+def test_mask_ignores_missing_pixels_in_the_loss():
+    known = torch.ones(8, 8, dtype=torch.bool)
+    known[2:5, 3:6] = False
+    op = Mask(known, (slice(1, 9), slice(0, 8)))
+    target = torch.rand(1, 1, 8, 8)
+    canvas = torch.zeros(1, 1, 10, 8)
+    canvas[..., 1:9, :] = target
+    wrong_where_missing = canvas.clone()
+    wrong_where_missing[..., 1:9, :][..., ~known] = 5.0
+    measured = target * known
+    assert data_loss(op(canvas), measured) == 0
+    assert data_loss(op(wrong_where_missing), measured) == 0
+    assert data_loss(Identity((slice(1, 9), slice(0, 8)))(wrong_where_missing), target) > 0
