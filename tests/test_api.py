@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import FAST, psnr
 from skimage.transform import resize
 
 import napari_dip
+from conftest import FAST, psnr
 from napari_dip.fit import Progress
 
 
@@ -66,8 +66,14 @@ def test_flash_no_flash_keeps_the_no_flash_colours(astronaut64):
 
 @pytest.mark.parametrize(
     ("dtype", "low", "high"),
-    [(np.uint8, 0, 255), (np.uint16, 1000, 40000), (np.int16, -500, 700), (np.float32, -3.0, 7.0),
-     (np.float64, 0.0, 1.0), (np.int32, 0, 100_000)],
+    [
+        (np.uint8, 0, 255),
+        (np.uint16, 1000, 40000),
+        (np.int16, -500, 700),
+        (np.float32, -3.0, 7.0),
+        (np.float64, 0.0, 1.0),
+        (np.int32, 0, 100_000),
+    ],
 )
 def test_dtype_shape_and_value_range_round_trip(dtype, low, high):
     rng = np.random.default_rng(0)

@@ -9,8 +9,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-from conftest import psnr
 
+from conftest import psnr
 from napari_dip._cli import main
 
 FAST = ["--width", "16", "--device", "cpu", "--quiet"]
@@ -98,8 +98,9 @@ def test_console_script_runs_and_reports_errors_without_traceback(tmp_path):
     cmd = [exe] if exe else [sys.executable, "-m", "napari_dip._cli"]
     version = subprocess.run([*cmd, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("napari-dip ")
-    bad = subprocess.run([*cmd, "denoise", str(tmp_path / "nope.png"), str(tmp_path / "o.png")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cmd, "denoise", str(tmp_path / "nope.png"), str(tmp_path / "o.png")], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "no such file" in bad.stderr
 
 

@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import astuple
 
 import numpy as np
@@ -22,7 +23,7 @@ def test_generator_yields_one_record_per_iteration_with_periodic_previews():
     assert records[5].losses.shape == (3,) and records[6].losses.shape == (1,)
     assert records[-1].losses[-1] == pytest.approx(records[-1].loss)
     np.testing.assert_allclose(fit.losses, [r.loss for r in records], rtol=1e-6)
-    assert all(b.elapsed >= a.elapsed for a, b in zip(records, records[1:]))
+    assert all(b.elapsed >= a.elapsed for a, b in itertools.pairwise(records))
 
 
 def test_stopping_between_iterations_keeps_the_average_so_far():
@@ -103,8 +104,15 @@ def test_flash_guide_is_the_network_input():
 
 
 def test_meshgrid_input():
-    fit = Fit("inpaint", small_image(h=16, w=16), known=np.eye(16, dtype=bool) == 0, net_input="meshgrid",
-              width=4, iterations=2, device="cpu")
+    fit = Fit(
+        "inpaint",
+        small_image(h=16, w=16),
+        known=np.eye(16, dtype=bool) == 0,
+        net_input="meshgrid",
+        width=4,
+        iterations=2,
+        device="cpu",
+    )
     assert fit.net.in_channels == 2
     list(fit)
 
