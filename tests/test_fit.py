@@ -143,3 +143,14 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(TypeError, match="device"):
         resolve_device(3)
+
+
+def test_time_based_previews(monkeypatch):
+    import napari_dip.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "PREVIEW_SECONDS", 0.0)  # every iteration is "a second later"
+    fit = Fit("denoise", small_image(h=16, w=16), width=4, iterations=4, preview_every=None, device="cpu")
+    assert all(r.preview is not None and r.losses.shape == (1,) for r in fit)
+    monkeypatch.setattr(fit_module, "PREVIEW_SECONDS", 1e9)
+    fit = Fit("denoise", small_image(h=16, w=16), width=4, iterations=4, preview_every=None, device="cpu")
+    assert [r.preview is not None for r in fit] == [False, False, False, True]  # only the last

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._convert import (
+    ValueMap,
     as_image,
     check_finite,
     from_channels_first,
@@ -22,6 +24,8 @@ from ._convert import (
 
 if TYPE_CHECKING:
     from .fit import Fit, Progress
+
+__all__ = ["Job", "denoise", "flash_no_flash", "inpaint", "prepare", "super_resolve"]
 
 Callback = Callable[["Progress"], Any]
 MIN_SIDE = 4
@@ -75,7 +79,7 @@ def _check_options(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
 
 
-def _prepare(image: object, channel_axis: int | None, name: str = "image") -> tuple[np.ndarray, Any]:
+def _prepare(image: object, channel_axis: int | None, name: str = "image") -> tuple[np.ndarray, ValueMap]:
     """(C, H, W) float32 in [0, 1] and the map back to the user's values."""
     array = as_image(image, name)
     planes = to_channels_first(array, channel_axis, name)
@@ -86,30 +90,103 @@ def _prepare(image: object, channel_axis: int | None, name: str = "image") -> tu
     return to_unit(planes, vmap), vmap
 
 
-def _run(fit: Fit, callback: Callback | None) -> np.ndarray:
-    for record in fit:
-        if callback is not None and callback(record) is False:
-            break
-    return fit.result()
+def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
+    missing = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_image(mask, "mask")
+    if missing.shape != spatial_shape:
+        raise ValueError(
+            f"mask shape {missing.shape} does not match the image's spatial shape {spatial_shape}; "
+            "the mask must be (H, W), nonzero where pixels are missing"
+        )
+    check_finite(missing, "mask")
+    missing = missing != 0
+    n_missing = int(missing.sum())
+    if n_missing == 0:
+        raise ValueError("mask is empty: no pixel is marked missing (nonzero), so there is nothing to inpaint")
+    if n_missing == missing.size:
+        raise ValueError("mask covers the whole image: no known pixel is left to fit; mark only the damaged pixels")
+    return missing
 
 
-def _fit(
+@dataclass
+class Job:
+    """A prepared fit plus the conversion of its results back to the user's array."""
+
+    fit: Fit
+    value_map: ValueMap
+    channel_axis: int | None
+
+    def to_user(self, unit: np.ndarray) -> np.ndarray:
+        """A (C, H, W) array in [0, 1] (``fit.result()``, a preview) in the input's dtype and layout."""
+        return from_channels_first(self.value_map.to_user(unit), self.channel_axis)
+
+    def result(self) -> np.ndarray:
+        return self.to_user(self.fit.result())
+
+    def run(self, callback: Callback | None = None) -> np.ndarray:
+        for record in self.fit:
+            if callback is not None and callback(record) is False:
+                break
+        return self.result()
+
+
+def prepare(
     task: str,
-    unit: np.ndarray,
+    image: object,
     *,
-    network: str,
-    width: int,
-    iterations: int | None,
-    lr: float | None,
-    device: str,
-    seed: int | None,
-    **kwargs: Any,
-) -> Fit:
-    from .fit import Fit
+    mask: object = None,
+    scale: object = 4,
+    flash: object = None,
+    channel_axis: int | None = None,
+    iterations: int | None = None,
+    network: str = "skip",
+    width: int = 128,
+    lr: float | None = None,
+    device: str = "auto",
+    seed: int | None = 0,
+    callback: Callback | None = None,
+    preview_every: int | None = 100,
+) -> Job:
+    """Validate the inputs of ``task`` and set up its fit; ``image`` is the measured image
+    (the no-flash image for flash/no-flash). The napari widget and the functions below use it."""
+    from .fit import TASKS, Fit
 
-    return Fit(
-        task, unit, network=network, width=width, iterations=iterations, lr=lr, device=device, seed=seed, **kwargs
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "super-resolve" and (isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2):
+        raise ValueError(f"scale must be an integer >= 2 (e.g. 2, 4 or 8), got {scale!r}")
+    if task == "flash-no-flash" and network == "deep-decoder":
+        raise ValueError(
+            "network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
+            "or 'encoder-decoder' for flash/no-flash"
+        )
+    _check_options(iterations, lr, network, width, seed, callback)
+    unit, vmap = _prepare(image, channel_axis, "no_flash" if task == "flash-no-flash" else "image")
+    extra: dict[str, Any] = {}
+    if task == "inpaint":
+        extra["known"] = ~_missing_pixels(mask, unit.shape[1:])
+    elif task == "super-resolve":
+        extra["factor"] = int(scale)
+    elif task == "flash-no-flash":
+        guide, _ = _prepare(flash, channel_axis, "flash")
+        if guide.shape[1:] != unit.shape[1:]:
+            raise ValueError(
+                f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(image)}; "
+                "register and crop them to the same shape"
+            )
+        extra["guide"] = guide
+    fit = Fit(
+        task,
+        unit,
+        network=network,
+        width=width,
+        iterations=iterations,
+        lr=lr,
+        device=device,
+        seed=seed,
+        preview_every=preview_every,
+        **extra,
     )
+    return Job(fit, vmap, channel_axis)
 
 
 @_doc
@@ -143,10 +220,8 @@ def denoise(
         Same shape and dtype as ``image`` (floats come back as float32), in the
         input's value range (uint8: 0-255; others: the data's own min-max).
     """
-    _check_options(iterations, lr, network, width, seed, callback)
-    unit, vmap = _prepare(image, channel_axis)
-    fit = _fit("denoise", unit, network=network, width=width, iterations=iterations, lr=lr, device=device, seed=seed)
-    return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
+    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    return prepare("denoise", image, channel_axis=channel_axis, callback=callback, **options).run(callback)
 
 
 @_doc
@@ -182,33 +257,9 @@ def inpaint(
     ndarray
         Same shape and dtype as ``image``.
     """
-    _check_options(iterations, lr, network, width, seed, callback)
-    unit, vmap = _prepare(image, channel_axis)
-    missing = as_image(mask, "mask") if not (isinstance(mask, np.ndarray) and mask.dtype == bool) else mask
-    if missing.shape != unit.shape[1:]:
-        raise ValueError(
-            f"mask shape {missing.shape} does not match the image's spatial shape {unit.shape[1:]}; "
-            "the mask must be (H, W), nonzero where pixels are missing"
-        )
-    check_finite(missing, "mask")
-    missing = missing != 0
-    n_missing = int(missing.sum())
-    if n_missing == 0:
-        raise ValueError("mask is empty: no pixel is marked missing (nonzero), so there is nothing to inpaint")
-    if n_missing == missing.size:
-        raise ValueError("mask covers the whole image: no known pixel is left to fit; mark only the damaged pixels")
-    fit = _fit(
-        "inpaint",
-        unit,
-        known=~missing,
-        network=network,
-        width=width,
-        iterations=iterations,
-        lr=lr,
-        device=device,
-        seed=seed,
-    )
-    return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
+    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    job = prepare("inpaint", image, mask=mask, channel_axis=channel_axis, callback=callback, **options)
+    return job.run(callback)
 
 
 @_doc
@@ -247,23 +298,9 @@ def super_resolve(
     ndarray, shape (H·scale, W·scale[, C])
         Same dtype as ``image``.
     """
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
-        raise ValueError(f"scale must be an integer >= 2 (e.g. 2, 4 or 8), got {scale!r}")
-    scale = int(scale)
-    _check_options(iterations, lr, network, width, seed, callback)
-    unit, vmap = _prepare(image, channel_axis)
-    fit = _fit(
-        "super-resolve",
-        unit,
-        factor=scale,
-        network=network,
-        width=width,
-        iterations=iterations,
-        lr=lr,
-        device=device,
-        seed=seed,
-    )
-    return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
+    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    job = prepare("super-resolve", image, scale=scale, channel_axis=channel_axis, callback=callback, **options)
+    return job.run(callback)
 
 
 @_doc
@@ -298,28 +335,6 @@ def flash_no_flash(
     ndarray
         Same shape and dtype as ``no_flash``.
     """
-    if network == "deep-decoder":
-        raise ValueError(
-            "network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
-            "or 'encoder-decoder' for flash/no-flash"
-        )
-    _check_options(iterations, lr, network, width, seed, callback)
-    guide, _ = _prepare(flash, channel_axis, "flash")
-    unit, vmap = _prepare(no_flash, channel_axis, "no_flash")
-    if guide.shape[1:] != unit.shape[1:]:
-        raise ValueError(
-            f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(no_flash)}; "
-            "register and crop them to the same shape"
-        )
-    fit = _fit(
-        "flash-no-flash",
-        unit,
-        guide=guide,
-        network=network,
-        width=width,
-        iterations=iterations,
-        lr=lr,
-        device=device,
-        seed=seed,
-    )
-    return from_channels_first(vmap.to_user(_run(fit, callback)), channel_axis)
+    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    job = prepare("flash-no-flash", no_flash, flash=flash, channel_axis=channel_axis, callback=callback, **options)
+    return job.run(callback)

@@ -160,9 +160,9 @@ def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
 
 def _example(args: argparse.Namespace) -> None:
     from . import denoise
-    from ._samples import noisy_sample
+    from ._sample_data import noisy_pair
 
-    clean, noisy = noisy_sample()
+    clean, noisy = noisy_pair()
     check_writable(args.output, np.uint8)
     if args.iterations is None:
         args.iterations = 600

@@ -28,6 +28,8 @@ TASKS: tuple[Task, ...] = ("denoise", "inpaint", "super-resolve", "flash-no-flas
 NET_INPUTS = ("noise", "meshgrid")
 #: Eager steps before a CUDA graph is captured (cuDNN autotuning, Adam state).
 GRAPH_WARMUP = 3
+#: Seconds between previews when ``preview_every`` is None.
+PREVIEW_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,9 @@ class Fit:
         Seeds the weights, z and the per-step noise; CPU runs are reproducible.
     device : str or torch.device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
-    preview_every : int
-        Progress records carry a preview every this many iterations.
+    preview_every : int or None
+        Progress records carry a preview every this many iterations; ``None``:
+        about once a second (``PREVIEW_SECONDS``), whatever the speed.
     cuda_graph : bool
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
         and replay it (2-3x faster for small images, where kernel launches
@@ -177,7 +180,7 @@ class Fit:
         ema: float = 0.99,
         seed: int | None = 0,
         device: str | torch.device = "auto",
-        preview_every: int = 100,
+        preview_every: int | None = 100,
         cuda_graph: bool = True,
     ) -> None:
         defaults = task_defaults(task, factor)
@@ -191,7 +194,7 @@ class Fit:
         self.lr = defaults.lr if lr is None else float(lr)
         self.input_noise = defaults.input_noise if input_noise is None else float(input_noise)
         self.ema = float(ema)
-        self.preview_every = max(int(preview_every), 1)
+        self.preview_every = None if preview_every is None else max(int(preview_every), 1)
         self.iteration = 0
         self.seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
 
@@ -318,20 +321,21 @@ class Fit:
 
     def __iter__(self) -> Iterator[Progress]:
         """Run the remaining iterations, yielding a ``Progress`` after each."""
-        losses = self._losses
-        start = time.perf_counter()
+        losses, every = self._losses, self.preview_every
+        start = last_time = time.perf_counter()
         last_preview = self.iteration
         while self.iteration < self.iterations:
             self._advance()
             losses[self.iteration] = self._loss
             self.iteration += 1
-            i = self.iteration
+            i, now = self.iteration, time.perf_counter()
             preview = history = None
-            if i % self.preview_every == 0 or i == self.iterations:
+            due = now - last_time >= PREVIEW_SECONDS if every is None else i % every == 0
+            if due or i == self.iterations:
                 preview = self.result()
                 history = losses[last_preview:i].cpu().numpy()
-                last_preview = i
-            yield Progress(i, self.iterations, time.perf_counter() - start, preview, history, losses[i - 1])
+                last_preview, last_time = i, time.perf_counter()
+            yield Progress(i, self.iterations, now - start, preview, history, losses[i - 1])
 
     @property
     def losses(self) -> np.ndarray:
