@@ -32,3 +32,12 @@ def test_public_api():
     assert callable(napari_dip.super_resolve) and callable(napari_dip.flash_no_flash)
     assert napari_dip.__version__ != "0+unknown"
     assert "channel_axis : int or None" in napari_dip.denoise.__doc__
+
+
+def test_npe2_validate_passes():
+    import shutil
+
+    exe = shutil.which("npe2") or str(Path(sys.executable).parent / "npe2")
+    out = subprocess.run([exe, "validate", "napari-dip"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout

@@ -1,0 +1,368 @@
+"""The napari dock widget: pick a task and layers, run the fit in a worker thread.
+
+The fit is the engine's generator (``napari_dip.fit.Fit``) wrapped in napari's
+``thread_worker``; this module only translates between layers, widgets and it.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ._api import Job, prepare
+from ._layers import Output, current_plane, output_for
+from .fit import TASKS, task_defaults
+from .networks import NETWORKS
+
+if TYPE_CHECKING:
+    import napari
+
+    from .fit import Progress
+
+TASK_LABELS = {
+    "denoise": "Denoise",
+    "inpaint": "Inpaint",
+    "super-resolve": "Super-resolve",
+    "flash-no-flash": "Flash / no-flash",
+}
+OOM_ADVICE = (
+    "Out of GPU memory. Try a smaller width (e.g. 32 or 64), device 'cpu', "
+    "or a smaller image (crop it, or restore it in tiles)."
+)
+
+
+class FitFailed(Exception):
+    """An exception raised inside the fit, re-raised under a type that is not a
+    RuntimeError: superqt's worker drops RuntimeErrors (torch's CUDA out-of-memory
+    among them) with a warning instead of emitting ``errored``."""
+
+
+def _steps(fit: Any) -> Iterator[Progress]:
+    try:
+        yield from fit
+    except Exception as err:
+        raise FitFailed(str(err)) from err
+
+
+def _devices() -> list[str]:
+    import torch
+
+    names = ["auto", "cpu"]
+    names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _free_gpu_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class DeepImagePriorWidget(QWidget):
+    """Deep Image Prior restoration of the selected layer (dock widget)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker: Any = None
+        self._job: Job | None = None
+        self._output: Output | None = None
+        self._preview_layer: Image | None = None
+        self._losses: list[np.ndarray] = []
+        self._started = 0.0
+        self._watched_window: QObject | None = None
+        self._close_filter = _CloseFilter(self.stop_and_discard)
+
+        devices = _devices()
+        cuda = any(d.startswith("cuda") for d in devices)
+        self.task = ComboBox(label="Task", choices=[(TASK_LABELS[t], t) for t in TASKS], value="denoise")
+        self.image = ComboBox(label="Image", choices=self._layer_choices(Image), nullable=False)
+        self.mask = ComboBox(
+            label="Mask (labels)", choices=self._layer_choices(Labels), tooltip="label > 0 marks pixels to fill"
+        )
+        self.flash = ComboBox(label="Flash image", choices=self._layer_choices(Image))
+        self.scale = SpinBox(label="Scale", value=4, min=2, max=8, tooltip="upsampling factor per axis")
+        self.network = ComboBox(label="Network", choices=list(NETWORKS), value="skip")
+        self.width = SpinBox(
+            label="Width",
+            value=128 if cuda else 32,
+            min=4,
+            max=512,
+            step=4,
+            tooltip="channels per level: 128 is the paper's; 32-64 is much faster on a CPU",
+        )
+        self.iterations = SpinBox(label="Iterations", value=3000, min=1, max=100_000, step=100)
+        self.lr = FloatSpinBox(label="Learning rate", value=0.01, min=1e-5, max=1.0, step=0.001)
+        self.device = ComboBox(label="Device", choices=devices, value="auto")
+        self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self.preview_every = SpinBox(
+            label="Preview every", value=0, min=0, max=100_000, tooltip="iterations; 0 = about once a second"
+        )
+        self.run_button = PushButton(text="Run")
+        self.status = Label(value="")
+        self.form = Container(
+            widgets=[
+                self.task,
+                self.image,
+                self.mask,
+                self.flash,
+                self.scale,
+                self.network,
+                self.width,
+                self.iterations,
+                self.lr,
+                self.device,
+                self.seed,
+                self.preview_every,
+                self.run_button,
+                self.status,
+            ]
+        )
+        self.lr.native.setDecimals(4)
+        self.task.changed.connect(self._task_changed)
+        self.scale.changed.connect(self._task_changed)
+        self.run_button.changed.connect(self._run_clicked)
+
+        import pyqtgraph
+
+        self.plot = pyqtgraph.PlotWidget(background=None)
+        self.plot.setLogMode(y=True)
+        self.plot.setLabel("left", "loss")
+        self.plot.setLabel("bottom", "iteration")
+        self.plot.setMinimumHeight(160)
+        self.curve = self.plot.plot(pen=pyqtgraph.mkPen(width=2))
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.plot)
+        layout.addStretch()
+        self._task_changed()
+
+    # -- layer pickers follow the viewer ---------------------------------------------
+    def _layer_choices(self, kind: type) -> Any:
+        def choices(_widget: Any) -> list[tuple[str, Any]]:
+            return [(layer.name, layer) for layer in self.viewer.layers if type(layer) is kind]
+
+        return choices
+
+    def reset_choices(self, *_: Any) -> None:
+        """napari calls this when layers are added, removed or reordered."""
+        self.form.reset_choices()
+
+    def _task_changed(self, *_: Any) -> None:
+        task = self.task.value
+        self.mask.visible = task == "inpaint"
+        self.flash.visible = task == "flash-no-flash"
+        self.scale.visible = task == "super-resolve"
+        self.image.label = "No-flash image" if task == "flash-no-flash" else "Image"
+        defaults = task_defaults(task, self.scale.value)
+        self.iterations.value = defaults.iterations
+        self.lr.value = defaults.lr
+
+    # -- running ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def _run_clicked(self, *_: Any) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.run()
+
+    def run(self) -> None:
+        """Start a fit with the current settings (refused while one is running)."""
+        if self.running:
+            show_info("Deep Image Prior is already running: press Stop first.")
+            return
+        try:
+            job, output = self._prepare()
+        except (ValueError, TypeError) as err:
+            show_error(f"Deep Image Prior: {err}")
+            return
+        self._job, self._output = job, output
+        self._losses = []
+        self.curve.setData([], [])
+        self._started = time.perf_counter()
+        total = job.fit.iterations
+        worker = create_worker(
+            _steps,
+            job.fit,
+            _progress={"total": total, "desc": f"Deep Image Prior: {output.name}"},
+            _start_thread=False,
+            _ignore_errors=True,  # _on_error reports them, once
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_done)
+        worker.aborted.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.text = "Stop"
+        self.status.value = f"starting on {job.fit.device} …"
+        self._watch_window()
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop after the current iteration and keep the averaged result so far."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "stopping …"
+
+    def stop_and_discard(self) -> None:
+        """The viewer is closing: stop the worker and touch no widget or layer again."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            for signal in (worker.yielded, worker.returned, worker.aborted, worker.errored, worker.finished):
+                signal.disconnect()
+            worker.quit()
+        self._job = None
+
+    def _prepare(self) -> tuple[Job, Output]:
+        task, layer = self.task.value, self.image.value
+        if layer is None:
+            raise ValueError("choose an Image layer to restore (open one, or File > Open Sample > napari-dip)")
+        plane = current_plane(layer, self.viewer.dims.point)
+        extra: dict[str, Any] = {}
+        if task == "inpaint":
+            if self.mask.value is None:
+                raise ValueError("choose a Labels layer marking the pixels to fill (add one and paint on it)")
+            labels = current_plane(self.mask.value, self.viewer.dims.point).data
+            extra["mask"] = labels > 0
+        elif task == "super-resolve":
+            extra["scale"] = self.scale.value
+        elif task == "flash-no-flash":
+            if self.flash.value is None:
+                raise ValueError("choose the flash Image layer")
+            flash = current_plane(self.flash.value, self.viewer.dims.point)
+            if flash.channel_axis != plane.channel_axis:
+                raise ValueError("flash and no-flash layers must both be RGB or both be grey")
+            extra["flash"] = flash.data
+        job = prepare(
+            task,
+            plane.data,
+            channel_axis=plane.channel_axis,
+            iterations=self.iterations.value,
+            network=self.network.value,
+            width=self.width.value,
+            lr=self.lr.value,
+            device=self.device.value,
+            seed=self.seed.value,
+            preview_every=self.preview_every.value or None,
+            **extra,
+        )
+        return job, output_for(layer, task, plane, self.scale.value if task == "super-resolve" else 1)
+
+    # -- worker signals (GUI thread) --------------------------------------------------
+    def _on_progress(self, record: Progress) -> None:
+        if record.preview is None or self._job is None:
+            return
+        self._losses.append(record.losses)
+        losses = np.concatenate(self._losses)
+        self.curve.setData(np.arange(1, len(losses) + 1), np.maximum(losses, 1e-12))
+        self._show_preview(self._job.to_user(record.preview))
+        left = record.elapsed / record.iteration * (record.iterations - record.iteration)
+        self.status.value = (
+            f"iteration {record.iteration}/{record.iterations} · {_duration(record.elapsed)} elapsed · "
+            f"~{_duration(left)} left · loss {losses[-1]:.2e}"
+        )
+
+    def _show_preview(self, data: np.ndarray) -> None:
+        layer = self._preview_layer
+        if layer is not None and layer in self.viewer.layers:
+            layer.data = data
+            return
+        kwargs = dict(self._output.kwargs)
+        kwargs["name"] = f"{self._output.name} (preview)"
+        self._preview_layer = self.viewer.add_image(data, **kwargs)
+
+    def _on_done(self, *_: Any) -> None:
+        job, output = self._job, self._output
+        if job is None or output is None:
+            return
+        fit = job.fit
+        name = output.name
+        if fit.iteration < fit.iterations:
+            name += f" (stopped at {fit.iteration})"
+        result = job.result()
+        self._remove_preview()
+        self.viewer.add_image(result, name=name, **output.kwargs)
+        self.status.value = f"done: {fit.iteration} iterations in {_duration(time.perf_counter() - self._started)}"
+
+    def _on_error(self, err: BaseException) -> None:
+        err = err.__cause__ or err
+        self._remove_preview()
+        if _is_out_of_memory(err):
+            self._job = None
+            _free_gpu_memory()
+            show_error(OOM_ADVICE)
+            self.status.value = "out of GPU memory"
+        else:
+            show_error(f"Deep Image Prior failed: {err}")
+            self.status.value = f"failed: {err}"
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._job = None
+        self.run_button.text = "Run"
+        self._unwatch_window()
+        _free_gpu_memory()
+
+    def _remove_preview(self) -> None:
+        layer, self._preview_layer = self._preview_layer, None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    # -- closing the viewer stops the fit ---------------------------------------------
+    def _watch_window(self) -> None:
+        window = self.window()
+        if window is not None and window is not self:
+            window.installEventFilter(self._close_filter)
+            self._watched_window = window
+
+    def _unwatch_window(self) -> None:
+        if self._watched_window is not None:
+            try:
+                self._watched_window.removeEventFilter(self._close_filter)
+            except RuntimeError:  # the window is already deleted
+                pass
+            self._watched_window = None
+
+
+class _CloseFilter(QObject):
+    """Calls ``on_close`` when the watched window closes."""
+
+    def __init__(self, on_close: Any) -> None:
+        super().__init__()
+        self._on_close = on_close
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Close:
+            self._on_close()
+        return False
