@@ -252,3 +252,22 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot):
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
     assert widget._worker is None
+
+
+@pytest.mark.parametrize(
+    ("sample", "task"),
+    [("noisy", "denoise"), ("damaged", "inpaint"), ("low-resolution", "super-resolve"), ("flash", "flash-no-flash")],
+)
+def test_demo_opens_each_sample_ready_to_run(sample, task, qtbot):
+    from napari_dip._cli import open_demo
+
+    viewer, widget = open_demo(sample, show=False)
+    try:
+        assert widget.task.value == task and widget.image.value is not None
+        if task == "inpaint":
+            assert widget.mask.value is viewer.layers["chelsea damage"]
+        if task == "flash-no-flash":
+            assert widget.flash.value is viewer.layers["coffee (flash)"]
+            assert widget.image.value is viewer.layers["coffee (no flash)"]
+    finally:
+        viewer.close()

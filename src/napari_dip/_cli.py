@@ -20,6 +20,8 @@ from ._io import check_writable, guess_channel_axis, read_image, write_image
 from .networks import NETWORKS
 
 PROG = "napari-dip"
+#: napari sample key -> the task it demonstrates.
+SAMPLE_TASKS = {"noisy": "denoise", "damaged": "inpaint", "low-resolution": "super-resolve", "flash": "flash-no-flash"}
 
 
 def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
@@ -88,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="napari-dip-example.png", help="PNG to write")
     _common(p, "Adam steps (default: 600)")
     p.set_defaults(width=48)
+
+    p = sub.add_parser(
+        "demo",
+        help="open napari with a sample and the Deep Image Prior widget",
+        description="Open napari with a bundled sample loaded and the widget docked, "
+        "set up for the sample's task. Needs napari with a Qt backend.",
+    )
+    p.add_argument("--sample", choices=SAMPLE_TASKS, default="noisy", help="which sample (default: noisy)")
     return parser
 
 
@@ -179,11 +189,38 @@ def _example(args: argparse.Namespace) -> None:
     )
 
 
+def open_demo(sample: str = "noisy", show: bool = True) -> Any:
+    """A napari viewer with ``sample`` loaded and the widget docked, set for its task."""
+    import napari
+
+    viewer = napari.Viewer(title=f"napari-dip demo: {sample}", show=show)
+    viewer.open_sample("napari-dip", sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dip", "Deep Image Prior")
+    widget.task.value = SAMPLE_TASKS[sample]
+    if sample == "flash":
+        widget.flash.value, widget.image.value = viewer.layers[0], viewer.layers[1]
+    else:
+        widget.image.value = viewer.layers[0]
+    return viewer, widget
+
+
+def _demo(sample: str) -> None:
+    try:
+        import napari
+    except ImportError as err:
+        raise ValueError(f"the demo needs napari with a Qt backend: pip install 'napari-dip[all]' ({err})") from err
+    open_demo(sample)
+    napari.run()
+
+
 def _main(args: argparse.Namespace) -> None:
     from . import denoise, flash_no_flash, inpaint, super_resolve
 
     if args.command == "example":
         _example(args)
+        return
+    if args.command == "demo":
+        _demo(args.sample)
         return
     image = read_image(args.flash if args.command == "flash-no-flash" else args.input)
     check_writable(args.output, image.dtype)

@@ -16,7 +16,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._api import Job, prepare
@@ -122,7 +122,11 @@ class DeepImagePriorWidget(QWidget):
         self.device = ComboBox(label="Device", choices=devices, value="auto")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         self.preview_every = SpinBox(
-            label="Preview every", value=0, min=0, max=100_000, tooltip="iterations; 0 = about once a second"
+            label="Preview every (0 = 1 s)",
+            value=0,
+            min=0,
+            max=100_000,
+            tooltip="update the preview every this many iterations; 0 = about once a second",
         )
         self.run_button = PushButton(text="Run")
         self.status = Label(value="")
@@ -153,6 +157,7 @@ class DeepImagePriorWidget(QWidget):
 
         self.plot = pyqtgraph.PlotWidget(background=None)
         self.plot.setLogMode(y=True)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setLabel("left", "loss")
         self.plot.setLabel("bottom", "iteration")
         self.plot.setMinimumHeight(160)
@@ -163,6 +168,9 @@ class DeepImagePriorWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addStretch()
         self._task_changed()
+
+    def sizeHint(self) -> QSize:  # leave the canvas most of the window
+        return QSize(380, 640)
 
     # -- layer pickers follow the viewer ---------------------------------------------
     def _layer_choices(self, kind: type) -> Any:
@@ -308,12 +316,15 @@ class DeepImagePriorWidget(QWidget):
             return
         fit = job.fit
         name = output.name
+        state = "done"
         if fit.iteration < fit.iterations:
             name += f" (stopped at {fit.iteration})"
+            state = "stopped"
         result = job.result()
         self._remove_preview()
         self.viewer.add_image(result, name=name, **output.kwargs)
-        self.status.value = f"done: {fit.iteration} iterations in {_duration(time.perf_counter() - self._started)}"
+        seconds = time.perf_counter() - self._started
+        self.status.value = f"{state}: {fit.iteration} iterations in {_duration(seconds)}"
 
     def _on_error(self, err: BaseException) -> None:
         err = err.__cause__ or err
