@@ -22,12 +22,15 @@ import torch
 
 from .networks import Prior, build_network, input_channels
 from .operators import Identity, LanczosDownsample, Mask, Region, data_loss
+from .stopping import Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
 TASKS: tuple[Task, ...] = ("denoise", "inpaint", "super-resolve", "flash-no-flash")
 NET_INPUTS = ("noise", "meshgrid")
 #: Eager steps before a CUDA graph is captured (cuDNN autotuning, Adam state).
 GRAPH_WARMUP = 3
+#: Iterations between two checks of the stopping rule (each one a host sync).
+STOP_CHECK_EVERY = 25
 #: Seconds between previews when ``preview_every`` is None.
 PREVIEW_SECONDS = 1.0
 
@@ -74,6 +77,10 @@ class Progress:
     preview: np.ndarray | None = None
     #: Losses of the iterations since the previous preview, or None.
     losses: np.ndarray | None = None
+    #: The stopping rule's statistic for the same iterations, or None (inf: warming up).
+    statistics: np.ndarray | None = None
+    #: Iteration of the rule's best output so far, or None.
+    best_iteration: int | None = None
     _loss: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -121,6 +128,29 @@ def _meshgrid(height: int, width: int) -> torch.Tensor:
     return torch.stack((grid_x, grid_y))[None]
 
 
+def _random_subset(allowed: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """A random ``fraction`` of the True pixels of ``allowed`` (at least one), as a mask."""
+    candidates = allowed.flatten().nonzero().squeeze(1)
+    n = max(1, int(fraction * candidates.numel()))
+    chosen = torch.zeros(allowed.numel(), dtype=torch.bool)
+    chosen[candidates[torch.randperm(candidates.numel(), generator=generator)[:n]]] = True
+    return chosen.view(allowed.shape)
+
+
+def _canvas_indices(
+    canvas: tuple[int, int], region: Region, channels: int, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Flat indices into a (1, channels) + canvas tensor of the pixels of ``region``
+    (only those where ``where`` is True, if given), channel by channel."""
+    rows = torch.arange(region[0].start, region[0].stop)
+    cols = torch.arange(region[1].start, region[1].stop)
+    plane = (rows[:, None] * canvas[1] + cols[None, :]).flatten()
+    if where is not None:
+        plane = plane[where.flatten()]
+    offsets = torch.arange(channels)[:, None] * (canvas[0] * canvas[1])
+    return (offsets + plane[None, :]).flatten()
+
+
 def _pad_into(image: np.ndarray, canvas: tuple[int, int], top: int, left: int) -> np.ndarray:
     """Place ``image`` (C, h, w) at (top, left) in a canvas, reflecting at the edges."""
     h, w = image.shape[-2:]
@@ -157,6 +187,10 @@ class Fit:
     preview_every : int or None
         Progress records carry a preview every this many iterations; ``None``:
         about once a second (``PREVIEW_SECONDS``), whatever the speed.
+    stopping : {"wmv", "emv", "validation"}, Rule or None
+        Stop automatically when this rule (``napari_dip.stopping``) finds the
+        output at its best, and return the averaged output of that iteration;
+        ``iterations`` is then the cap. ``None`` runs all iterations.
     cuda_graph : bool
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
         and replay it (2-3x faster for small images, where kernel launches
@@ -181,6 +215,7 @@ class Fit:
         seed: int | None = 0,
         device: str | torch.device = "auto",
         preview_every: int | None = 100,
+        stopping: str | Rule | None = None,
         cuda_graph: bool = True,
     ) -> None:
         defaults = task_defaults(task, factor)
@@ -242,6 +277,20 @@ class Fit:
             else:
                 operator = Identity(region)
 
+            self.rule = None if stopping is None else make_rule(stopping)
+            held_out = None
+            if self.rule is not None and self.rule.held_out > 0:
+                if task == "super-resolve":
+                    raise ValueError(
+                        "the 'validation' rule needs the image and the output in one frame; "
+                        "use 'wmv' or 'emv' for super-resolution"
+                    )
+                usable = torch.ones(h, w, dtype=torch.bool) if self._known is None else self._known
+                held_out = _random_subset(usable, self.rule.held_out, cpu_gen)
+                fit_known = usable & ~held_out
+                operator = Mask(fit_known, region)
+                measured = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None] * fit_known
+
             ch, cw = self.canvas
             s = net.input_stride
             if guide is not None:
@@ -266,6 +315,19 @@ class Fit:
         self._average = torch.zeros((1, channels, *self.canvas), device=dev)
         self._loss = torch.zeros((), device=dev)
         self._losses = torch.zeros(self.iterations, device=dev)
+        self._output = self._average
+        self.stopped_early = False
+        if self.rule is not None:
+            self._statistics = torch.full((self.iterations,), math.nan, device=dev)
+            if held_out is None:
+                flat = _canvas_indices(self.canvas, self.output_region, channels)
+                flat = flat[torch.randperm(flat.numel(), generator=cpu_gen)[: self.rule.samples]]
+                self.rule.attach(self._average, flat.to(dev))
+            else:
+                flat = _canvas_indices(self.canvas, region, channels, held_out)
+                self.rule.attach(self._average, flat.to(dev))
+                self.rule.measured = torch.from_numpy(np.ascontiguousarray(image, np.float32)[:, held_out.numpy()])
+                self.rule.measured = self.rule.measured.reshape(-1).to(dev)
         self._graphed = cuda_graph and dev.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
         self._graph: torch.cuda.CUDAGraph | None = None
         self._optimizer = torch.optim.Adam(
@@ -281,6 +343,7 @@ class Fit:
             self._noise.normal_(generator=self._noise_gen)
             z = torch.add(self._z, self._noise, alpha=self.input_noise, out=self._z_noisy)
         out = self.net(z)
+        self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
         loss = data_loss(self.operator(out), self._measured)
         # Graph replays need the gradient buffers to stay put: zero them, do not free them.
         self._optimizer.zero_grad(set_to_none=not self._graphed)
@@ -321,21 +384,48 @@ class Fit:
 
     def __iter__(self) -> Iterator[Progress]:
         """Run the remaining iterations, yielding a ``Progress`` after each."""
-        losses, every = self._losses, self.preview_every
+        losses, every, rule = self._losses, self.preview_every, self.rule
         start = last_time = time.perf_counter()
         last_preview = self.iteration
-        while self.iteration < self.iterations:
+        while self.iteration < self.iterations and not self.stopped_early:
             self._advance()
             losses[self.iteration] = self._loss
+            if rule is not None:
+                self._statistics[self.iteration] = rule.update(self.iteration + 1, self._output, self._average)
             self.iteration += 1
             i, now = self.iteration, time.perf_counter()
-            preview = history = None
+            if rule is not None and i % STOP_CHECK_EVERY == 0 and rule.done(i):
+                self.stopped_early = True
+            preview = history = statistics = best = None
             due = now - last_time >= PREVIEW_SECONDS if every is None else i % every == 0
-            if due or i == self.iterations:
+            if due or i == self.iterations or self.stopped_early:
                 preview = self.result()
                 history = losses[last_preview:i].cpu().numpy()
+                if rule is not None:
+                    statistics = self._statistics[last_preview:i].cpu().numpy()
+                    best = rule.best_iteration
                 last_preview, last_time = i, time.perf_counter()
-            yield Progress(i, self.iterations, now - start, preview, history, losses[i - 1])
+            yield Progress(i, self.iterations, now - start, preview, history, statistics, best, losses[i - 1])
+
+    @property
+    def best_iteration(self) -> int | None:
+        """Iteration whose averaged output ``result()`` returns under a stopping rule."""
+        return None if self.rule is None else self.rule.best_iteration
+
+    @property
+    def statistics(self) -> np.ndarray | None:
+        """The stopping rule's statistic at every iteration so far, or None."""
+        return None if self.rule is None else self._statistics[: self.iteration].cpu().numpy()
+
+    @property
+    def output(self) -> torch.Tensor:
+        """The last raw network output on the device, (1, C) + canvas."""
+        return self._output
+
+    @property
+    def average(self) -> torch.Tensor:
+        """The moving average of the outputs on the device, (1, C) + canvas."""
+        return self._average
 
     @property
     def losses(self) -> np.ndarray:
@@ -349,7 +439,10 @@ class Fit:
         ones come from the network. Before the first iteration: the untrained output.
         """
         with torch.no_grad():
-            average = self._average if self.iteration else self.net(self._z)
+            if self.rule is not None and self.rule.best_iteration > 0:
+                average = self.rule.best_average
+            else:
+                average = self._average if self.iteration else self.net(self._z)
             out = average[(0, slice(None), *self.output_region)].float().cpu()
         if self._known is not None:
             out = torch.where(self._known, self._image, out)

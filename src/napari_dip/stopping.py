@@ -1,0 +1,141 @@
+"""Stopping rules: find the iteration where a denoising fit is at its best.
+
+Deep Image Prior fits image structure first and noise later, so the output gets
+better, then worse. A rule watches the fit and reports a statistic each
+iteration whose minimum should sit near the best output; the fit stops once the
+statistic has not improved for ``patience`` iterations and returns the averaged
+output kept at the minimum.
+
+- ``"wmv"``: windowed moving variance of the successive raw outputs (ES-WMV,
+  Wang et al., "Early Stopping for Deep Image Prior", TMLR 2023), window ``W``.
+- ``"emv"``: its exponential variant (ES-EMV), constant memory.
+- ``"validation"``: a random few percent of the pixels are left out of the loss
+  (as in Noise2Self); the statistic is the averaged output's error on them.
+
+Everything runs on the fit's device without host synchronisation; the variance
+rules follow a fixed random sample of ``samples`` values, so memory stays small
+whatever the image size (a window of W full images would not).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+RULES = ("wmv", "emv", "validation")
+
+
+class Rule:
+    """Base class: keeps the best (lowest) statistic, its iteration and output."""
+
+    name = ""
+    #: Fraction of pixels the fit must leave out of the loss for this rule.
+    held_out = 0.0
+
+    def __init__(self, patience: int = 300, window: int = 100, samples: int = 4096) -> None:
+        if patience < 1 or window < 2 or samples < 1:
+            raise ValueError("patience >= 1, window >= 2 and samples >= 1 are needed")
+        self.patience, self.window, self.samples = int(patience), int(window), int(samples)
+        self._best: torch.Tensor | None = None
+
+    def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
+        """Allocate state on the fit's device; ``sample_index`` are flat indices of
+        image pixels (not canvas padding) in the output tensor."""
+        dev = average.device
+        self._index = sample_index
+        self._best = torch.tensor(math.inf, device=dev)
+        self._inf = torch.tensor(math.inf, device=dev)  # preallocated: no host-to-device copy per step
+        self._best_iteration = torch.zeros((), dtype=torch.long, device=dev)
+        self.best_average = average.clone()
+
+    def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        """The rule's statistic after ``iteration`` (0-dim tensor; inf while warming up)."""
+        raise NotImplementedError
+
+    def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        """Feed one iteration; device work only. Returns the statistic."""
+        with torch.no_grad():
+            stat = self.statistic(iteration, output, average)
+            improved = stat < self._best
+            torch.minimum(self._best, stat, out=self._best)
+            self._best_iteration.copy_(torch.where(improved, iteration, self._best_iteration))
+            self.best_average.copy_(torch.where(improved, average, self.best_average))
+        return stat
+
+    @property
+    def best_iteration(self) -> int:
+        """Iteration of the lowest statistic so far (a host sync); 0 before any."""
+        return int(self._best_iteration)
+
+    def done(self, iteration: int) -> bool:
+        """True once the statistic has not improved for ``patience`` iterations (a sync)."""
+        return iteration - max(self.best_iteration, self.window) >= self.patience
+
+
+class WindowedVariance(Rule):
+    """ES-WMV: mean over the sampled values of their variance over the last
+    ``window`` raw outputs."""
+
+    name = "wmv"
+
+    def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
+        super().attach(average, sample_index)
+        self._ring = torch.zeros(self.window, sample_index.numel(), device=average.device)
+
+    def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        self._ring[iteration % self.window] = torch.take(output.detach(), self._index)
+        if iteration < self.window:
+            return self._inf
+        return self._ring.var(dim=0, unbiased=False).mean()
+
+
+class ExponentialVariance(Rule):
+    """ES-EMV: exponential moving variance of the sampled raw output values with
+    weight ``2 / (window + 1)``, summed over them without storing a window."""
+
+    name = "emv"
+
+    def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
+        super().attach(average, sample_index)
+        self._alpha = 2 / (self.window + 1)
+        self._mean = torch.zeros(sample_index.numel(), device=average.device)
+        self._variance = torch.zeros((), device=average.device)
+
+    def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        values = torch.take(output.detach(), self._index)
+        if iteration == 1:
+            self._mean.copy_(values)
+        delta = values - self._mean
+        self._mean.add_(delta, alpha=self._alpha)
+        self._variance.mul_(1 - self._alpha).add_((1 - self._alpha) * self._alpha * delta.square().mean())
+        if iteration < self.window:
+            return self._inf
+        return self._variance.clone()
+
+
+class HeldOutPixels(Rule):
+    """Validation on ``held_out`` of the pixels, left out of the loss: the
+    averaged output's mean squared error against the noisy values there."""
+
+    name = "validation"
+    held_out = 0.05
+
+    def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
+        super().attach(average, sample_index)
+        self.measured: torch.Tensor | None = None  # set by the fit: noisy values at sample_index
+
+    def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        return (torch.take(average, self._index) - self.measured).square().mean()
+
+
+_RULES = {"wmv": WindowedVariance, "emv": ExponentialVariance, "validation": HeldOutPixels}
+
+
+def make_rule(name: str | Rule, **kwargs: int) -> Rule:
+    """A rule by name (``RULES``), or ``name`` itself if it is a ``Rule``."""
+    if isinstance(name, Rule):
+        return name
+    if name not in _RULES:
+        raise ValueError(f"unknown stopping rule {name!r}; choose one of {', '.join(RULES)}")
+    return _RULES[name](**kwargs)
