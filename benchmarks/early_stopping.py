@@ -27,7 +27,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "results" / "early_stopping_runs.jsonl"
-SHARED = HERE.parents[1] / "shared" / "data" / "dip"
+SHARED = Path(os.environ.get("DIP_SHARED", HERE.parents[1] / "shared" / "data" / "dip"))
+DEVICE = os.environ.get("EARLY_STOPPING_DEVICE", "cpu")
 CAP = int(os.environ.get("EARLY_STOPPING_CAP", 3000))  # a small cap for a smoke test
 SIDE = 64
 WIDTHS = (32, 64)
@@ -72,7 +73,7 @@ def run_case(job: tuple[str, str, int, bool]) -> dict:
     noisy = corrupt(clean, noise, seed=zlib.crc32(f"{name}/{noise}".encode()))
     never = 10**9  # observe only: no rule stops the fit here
     rule = HeldOutPixels(patience=never, window=RULE_WINDOW) if validation else None
-    fit = Fit("denoise", noisy, width=width, iterations=CAP, stopping=rule, device="cpu", preview_every=CAP)
+    fit = Fit("denoise", noisy, width=width, iterations=CAP, stopping=rule, device=DEVICE, preview_every=CAP)
     observers = []
     if not validation:
         observers = [
@@ -80,13 +81,13 @@ def run_case(job: tuple[str, str, int, bool]) -> dict:
             ExponentialVariance(patience=never, window=RULE_WINDOW),
         ]
         flat = _canvas_indices(fit.canvas, fit.output_region, clean.shape[0])
-        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4096]]
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4096]].to(DEVICE)
         for observer in observers:
             observer.attach(fit.average, flat)
     region = (slice(None), slice(None), *fit.output_region)
-    truth = torch.from_numpy(clean)[None]
-    psnr = torch.zeros(CAP)
-    stats = torch.zeros(len(observers), CAP)
+    truth = torch.from_numpy(clean)[None].to(DEVICE)
+    psnr = torch.zeros(CAP, device=DEVICE)
+    stats = torch.zeros(len(observers), CAP, device=DEVICE)
     start = time.perf_counter()
     for record in fit:
         i = record.iteration
@@ -101,12 +102,13 @@ def run_case(job: tuple[str, str, int, bool]) -> dict:
         "validation_run": validation,
         "seconds": time.perf_counter() - start,
         "noisy_psnr": float(-10 * np.log10(np.mean((noisy - clean) ** 2))),
-        "psnr": psnr.numpy().round(4).tolist(),
+        "psnr": psnr.cpu().numpy().round(4).tolist(),
+        "device": DEVICE,
     }
     if validation:
         row["statistics"] = {"validation": fit.statistics.tolist()}
     else:
-        row["statistics"] = {o.name: stats[k].numpy().tolist() for k, o in enumerate(observers)}
+        row["statistics"] = {o.name: stats[k].cpu().numpy().tolist() for k, o in enumerate(observers)}
     print(f"{name:16} {noise:18} w{width:<3} {'val' if validation else 'var'}  {row['seconds']:.0f} s", flush=True)
     return row
 
@@ -126,44 +128,48 @@ def replay(statistic: np.ndarray, patience: int, window: int = RULE_WINDOW) -> t
 
 
 def report() -> None:
+    from napari_dip.stopping import DEFAULT_RULE, make_rule
+
     rows = [json.loads(line) for line in RUNS.read_text().splitlines()]
-    by_case: dict[tuple, dict] = {}
-    for row in rows:
-        by_case.setdefault((row["image"], row["noise"], row["width"]), {})[row["validation_run"]] = row
     summary: dict[tuple[str, int], list] = {}
     table = []
-    for (image, noise, width), runs in sorted(by_case.items()):
-        for row in runs.values():
-            psnr = np.asarray(row["psnr"])
-            peak_i = int(psnr.argmax()) + 1
-            for rule, stat in row["statistics"].items():
-                stat = np.asarray([np.inf if s is None or np.isnan(s) else s for s in stat])
-                for patience in PATIENCES:
-                    stop, chosen = replay(stat, patience)
-                    gap = psnr.max() - psnr[chosen - 1]
-                    summary.setdefault((rule, patience), []).append((gap, stop / peak_i, stop))
-                    if patience == 300:
-                        table.append(
-                            (
-                                image,
-                                noise,
-                                width,
-                                rule,
-                                row["noisy_psnr"],
-                                psnr.max(),
-                                peak_i,
-                                psnr[chosen - 1],
-                                chosen,
-                                stop,
-                            )
+    for row in sorted(rows, key=lambda r: (r["image"], r["noise"], r["width"])):
+        psnr = np.asarray(row["psnr"])
+        peak_i = int(psnr.argmax()) + 1
+        for rule, stat in row["statistics"].items():
+            stat = np.asarray([np.inf if s is None or np.isnan(s) else s for s in stat])
+            for patience in sorted({*PATIENCES, make_rule(rule).patience}):
+                stop, chosen = replay(stat, patience)
+                gap = psnr.max() - psnr[chosen - 1]
+                summary.setdefault((rule, patience), []).append((gap, stop / peak_i))
+                if rule == DEFAULT_RULE and patience == make_rule(rule).patience:
+                    table.append(
+                        (
+                            row["image"],
+                            row["noise"],
+                            row["width"],
+                            row.get("device", "cpu"),
+                            row["noisy_psnr"],
+                            psnr.max(),
+                            peak_i,
+                            psnr[chosen - 1],
+                            chosen,
+                            stop,
                         )
-    print("| rule | patience | mean gap to oracle (dB) | worst gap (dB) | mean stop / oracle iteration |")
-    print("| --- | --- | --- | --- | --- |")
+                    )
+    print("| rule | patience | cases | mean gap to oracle (dB) | worst gap (dB) | mean stop / oracle iteration |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for (rule, patience), values in sorted(summary.items()):
-        gaps, ratios, _ = np.asarray(values).T
-        print(f"| {rule} | {patience} | {gaps.mean():.2f} | {gaps.max():.2f} | {ratios.mean():.2f} |")
+        gaps, ratios = np.asarray(values).T
+        default = " (default)" if patience == make_rule(rule).patience else ""
+        print(
+            f"| {rule} | {patience}{default} | {len(gaps)} | {gaps.mean():.2f} | {gaps.max():.2f} | "
+            f"{ratios.mean():.2f} |"
+        )
     print()
-    print("| image | noise | width | rule | noisy dB | oracle dB | oracle it | rule dB | chosen it | stopped at |")
+    print(f"Per case, default rule ({DEFAULT_RULE}, patience {make_rule(DEFAULT_RULE).patience}):")
+    print()
+    print("| image | noise | width | ran on | noisy dB | oracle dB | oracle it | rule dB | kept it | stopped at |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for t in table:
         print(
@@ -175,19 +181,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=("run", "report"))
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS))
+    parser.add_argument("--out", type=Path, default=RUNS)
     args = parser.parse_args()
     if args.command == "report":
         report()
         return
     done = set()
-    if RUNS.exists():
-        for line in RUNS.read_text().splitlines():
+    if args.out.exists():
+        for line in args.out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["image"], r["noise"], r["width"], r["validation_run"]))
-    jobs = [(i, n, w, v) for w in WIDTHS for i in images() for n in NOISES for v in (False, True)]
+    jobs = [(i, n, w, v) for w in args.widths for i in images() for n in NOISES for v in (False, True)]
     jobs = [j for j in jobs if j not in done]
-    RUNS.parent.mkdir(exist_ok=True)
-    with multiprocessing.get_context("spawn").Pool(args.processes) as pool, RUNS.open("a") as out:
+    args.out.parent.mkdir(exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool, args.out.open("a") as out:
         for row in pool.imap_unordered(run_case, jobs):
             out.write(json.dumps(row) + "\n")
             out.flush()

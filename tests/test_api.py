@@ -134,8 +134,10 @@ def test_iterations_none_runs_the_task_default():
         return False
 
     image = np.random.default_rng(0).random((16, 16))
-    napari_dip.denoise(image, iterations=None, callback=stop_at_once, **FAST)
+    napari_dip.denoise(image, iterations=None, stopping=None, callback=stop_at_once, **FAST)
     assert planned["n"] == 3000
+    napari_dip.denoise(image, callback=stop_at_once, **FAST)  # automatic stopping: 3000 x 2 is the cap
+    assert planned["n"] == 6000
     napari_dip.super_resolve(image, 8, callback=stop_at_once, **FAST)
     assert planned["n"] == 4000
     napari_dip.inpaint(image, image > 0.9, iterations=None, callback=stop_at_once, **FAST)
@@ -179,6 +181,8 @@ MASK[4:8, 4:8] = True
         (lambda: napari_dip.super_resolve(GOOD, True), ValueError, "scale"),
         (lambda: napari_dip.flash_no_flash(GOOD, np.zeros((16, 17), np.uint8)), ValueError, "differ in size"),
         (lambda: napari_dip.flash_no_flash(GOOD, GOOD, network="deep-decoder"), ValueError, "no image input"),
+        (lambda: napari_dip.denoise(GOOD, stopping="patience"), ValueError, "unknown stopping rule"),
+        (lambda: napari_dip.super_resolve(GOOD, 2, stopping="validation"), ValueError, "one frame"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call, error, match):

@@ -12,6 +12,7 @@ import tifffile
 
 from conftest import psnr
 from napari_dip._cli import main
+from napari_dip.stopping import DEFAULT_RULE
 
 FAST = ["--width", "16", "--device", "cpu", "--quiet"]
 
@@ -23,6 +24,14 @@ def test_denoise_png_round_trip(tmp_path, camera64, noisy_camera, capsys):
     assert out.shape == noisy_camera.shape and out.dtype == np.uint8
     assert psnr(out, camera64) > psnr(noisy_camera, camera64) + 3
     assert "finished after iteration 300" in capsys.readouterr().err
+
+
+def test_denoise_stops_automatically_and_says_where(tmp_path, noisy_camera, capsys):
+    iio.imwrite(tmp_path / "noisy.png", noisy_camera)
+    assert main(["denoise", str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), *FAST]) == 0
+    err = capsys.readouterr().err
+    pattern = rf"stopped automatically at iteration \d+ \({DEFAULT_RULE} rule, [\d.]+ s\); best output at iteration \d+"
+    assert re.search(pattern, err), err
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, noisy_camera, capsys):

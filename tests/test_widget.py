@@ -271,3 +271,30 @@ def test_demo_opens_each_sample_ready_to_run(sample, task, qtbot):
             assert widget.image.value is viewer.layers["coffee (no flash)"]
     finally:
         viewer.close()
+
+
+def test_automatic_stopping_shows_the_statistic_and_marks_the_best(dock, qtbot):
+    viewer, widget = dock
+    rng = np.random.default_rng(0)
+    viewer.add_image((gradient() + rng.normal(0, 30, (32, 32))).astype(np.float32), name="noisy")
+    assert widget.auto_stop.value and shown(widget.rule) and widget.iterations.label == "Max iterations"
+    assert widget.iterations.value == 6000
+    widget.preview_every.value = 25
+    widget.run()
+    settle(qtbot, widget)
+    assert widget.status.value.startswith("stopped automatically, best output at iteration")
+    best = int(widget.status.value.split("iteration ")[1].split(":")[0])
+    x, y = widget.statistic_curve.getData()
+    assert len(x) > 0 and np.all(np.isfinite(y))  # log10 values: the plot is in log mode
+    assert all(line.isVisible() and line.value() == best for line in widget.best_lines)
+    assert "noisy denoised" in viewer.layers
+
+
+def test_unticking_automatic_stopping_runs_a_fixed_count(dock, qtbot):
+    viewer, widget = dock
+    viewer.add_image(gradient(), name="img")
+    widget.auto_stop.value = False
+    assert not shown(widget.rule) and widget.iterations.label == "Iterations" and widget.iterations.value == 3000
+    run(qtbot, widget, iterations=5)
+    assert widget.status.value.startswith("done: 5 iterations")
+    assert widget.statistic_curve.getData()[0] is None or len(widget.statistic_curve.getData()[0]) == 0

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["Job", "denoise", "flash_no_flash", "inpaint", "prepare", "super_resolve"]
 
 Callback = Callable[["Progress"], Any]
+#: Tasks that stop automatically by default: their target is noisy, so the fit
+#: overfits it in the end. Inpainting and super-resolution of clean images do not.
+AUTO_STOP_TASKS = ("denoise",)
+#: Under a stopping rule, the cap is this many times the task's default count.
+AUTO_STOP_CAP = 2
 MIN_SIDE = 4
 
 _COMMON_DOC = """
@@ -35,7 +40,8 @@ _COMMON_DOC = """
         Axis of ``image`` that holds channels (RGB, RGBA or any number). ``None``
         (default) means a 2-D grey image.
     iterations : int or None, optional
-        Adam steps. ``None`` takes the task's default from the paper's code.
+        Adam steps. ``None``: stop automatically for denoising (see ``stopping``),
+        the task's default count from the paper's code for the other tasks.
     network : {"skip", "encoder-decoder", "unet", "resnet", "deep-decoder"}
         The prior. "skip" is the paper's default hourglass.
     width : int
@@ -49,6 +55,12 @@ _COMMON_DOC = """
     callback : callable, optional
         Called with a ``napari_dip.fit.Progress`` after each iteration; returning
         ``False`` stops the fit and returns the averaged result so far.
+    stopping : {"auto", "wmv", "emv", "validation"} or None
+        Automatic early stopping (``napari_dip.stopping``): the fit ends when the
+        rule finds the output at its best and returns the averaged output of that
+        iteration. "auto" uses the default rule when ``iterations`` is None for
+        denoising, and no rule otherwise. A rule name always applies, with
+        ``iterations`` as the cap. ``None`` never stops early.
 """
 
 
@@ -107,6 +119,20 @@ def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
     return missing
 
 
+def _stopping(task: str, stopping: object, iterations: int | None) -> tuple[str | None, int | None]:
+    """The rule to use and the iteration count (the cap, under a rule)."""
+    from .fit import task_defaults
+    from .stopping import DEFAULT_RULE, RULES
+
+    if stopping is not None and stopping != "auto" and stopping not in RULES:
+        raise ValueError(f"unknown stopping rule {stopping!r}; choose 'auto', None or one of {', '.join(RULES)}")
+    if stopping == "auto":
+        stopping = DEFAULT_RULE if iterations is None and task in AUTO_STOP_TASKS else None
+    if stopping is not None and iterations is None:
+        iterations = AUTO_STOP_CAP * task_defaults(task).iterations
+    return stopping, iterations
+
+
 @dataclass
 class Job:
     """A prepared fit plus the conversion of its results back to the user's array."""
@@ -144,6 +170,7 @@ def prepare(
     device: str = "auto",
     seed: int | None = 0,
     callback: Callback | None = None,
+    stopping: str | None = "auto",
     preview_every: int | None = 100,
 ) -> Job:
     """Validate the inputs of ``task`` and set up its fit; ``image`` is the measured image
@@ -160,6 +187,7 @@ def prepare(
             "or 'encoder-decoder' for flash/no-flash"
         )
     _check_options(iterations, lr, network, width, seed, callback)
+    rule, iterations = _stopping(task, stopping, iterations)
     unit, vmap = _prepare(image, channel_axis, "no_flash" if task == "flash-no-flash" else "image")
     extra: dict[str, Any] = {}
     if task == "inpaint":
@@ -184,6 +212,7 @@ def prepare(
         device=device,
         seed=seed,
         preview_every=preview_every,
+        stopping=rule,
         **extra,
     )
     return Job(fit, vmap, channel_axis)
@@ -194,13 +223,14 @@ def denoise(
     image: np.ndarray,
     *,
     channel_axis: int | None = None,
-    iterations: int | None = 3000,
+    iterations: int | None = None,
     network: str = "skip",
     width: int = 128,
     lr: float | None = 0.01,
     device: str = "auto",
     seed: int | None = 0,
     callback: Callback | None = None,
+    stopping: str | None = "auto",
 ) -> np.ndarray:
     """Denoise an image with a Deep Image Prior.
 
@@ -221,6 +251,7 @@ def denoise(
         input's value range (uint8: 0-255; others: the data's own min-max).
     """
     options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    options["stopping"] = stopping
     return prepare("denoise", image, channel_axis=channel_axis, callback=callback, **options).run(callback)
 
 
@@ -237,6 +268,7 @@ def inpaint(
     device: str = "auto",
     seed: int | None = 0,
     callback: Callback | None = None,
+    stopping: str | None = "auto",
 ) -> np.ndarray:
     """Fill the masked pixels of an image with a Deep Image Prior.
 
@@ -258,6 +290,7 @@ def inpaint(
         Same shape and dtype as ``image``.
     """
     options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    options["stopping"] = stopping
     job = prepare("inpaint", image, mask=mask, channel_axis=channel_axis, callback=callback, **options)
     return job.run(callback)
 
@@ -275,6 +308,7 @@ def super_resolve(
     device: str = "auto",
     seed: int | None = 0,
     callback: Callback | None = None,
+    stopping: str | None = "auto",
 ) -> np.ndarray:
     """Upsample an image ``scale`` times per spatial axis with a Deep Image Prior.
 
@@ -299,6 +333,7 @@ def super_resolve(
         Same dtype as ``image``.
     """
     options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    options["stopping"] = stopping
     job = prepare("super-resolve", image, scale=scale, channel_axis=channel_axis, callback=callback, **options)
     return job.run(callback)
 
@@ -316,6 +351,7 @@ def flash_no_flash(
     device: str = "auto",
     seed: int | None = 0,
     callback: Callback | None = None,
+    stopping: str | None = "auto",
 ) -> np.ndarray:
     """Restore a no-flash photograph guided by a flash photograph of the scene.
 
@@ -336,5 +372,6 @@ def flash_no_flash(
         Same shape and dtype as ``no_flash``.
     """
     options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
+    options["stopping"] = stopping
     job = prepare("flash-no-flash", no_flash, flash=flash, channel_axis=channel_axis, callback=callback, **options)
     return job.run(callback)

@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from ._io import check_writable, guess_channel_axis, read_image, write_image
 from .networks import NETWORKS
+from .stopping import RULES
 
 PROG = "napari-dip"
 #: napari sample key -> the task it demonstrates.
@@ -34,6 +35,13 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
     parser.add_argument(
         "--channel-axis", type=int, default=None, help="axis of the channels (default: none for 2-D, last for RGB/RGBA)"
     )
+    parser.add_argument(
+        "--stopping",
+        default="auto",
+        choices=("auto", *RULES, "none"),
+        help="automatic early stopping: auto (default: on for denoise when --iterations is not "
+        "given), a rule (--iterations is then the cap) or none",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -48,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="remove noise", description="Denoise IN and write OUT.")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
-    _common(p, "Adam steps (default: 3000)")
+    _common(p, "Adam steps (default: stop automatically, at most 6000)")
 
     p = sub.add_parser(
         "inpaint",
@@ -88,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "side-by-side PNG (noisy | restored | clean). No display needed.",
     )
     p.add_argument("--output", default="napari-dip-example.png", help="PNG to write")
-    _common(p, "Adam steps (default: 600)")
+    _common(p, "Adam steps (default: stop automatically)")
     p.set_defaults(width=48)
 
     p = sub.add_parser(
@@ -133,28 +141,44 @@ class _Progress:
             self.bar.close()
 
 
-def _run(func: Callable[..., np.ndarray], args: argparse.Namespace, *arrays: np.ndarray, **kwargs: Any) -> np.ndarray:
-    progress = _Progress(args.iterations, args.quiet)
+def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    from ._api import prepare
+
+    stopping = None if args.stopping == "none" else args.stopping
+    job = prepare(
+        task,
+        image,
+        iterations=args.iterations,
+        network=args.network,
+        width=args.width,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        stopping=stopping,
+        **kwargs,
+    )
+    fit = job.fit
+    progress = _Progress(fit.iterations, args.quiet)
     previous = signal.signal(signal.SIGINT, progress.interrupt)
     start = time.perf_counter()
     try:
-        result = func(
-            *arrays,
-            iterations=args.iterations,
-            network=args.network,
-            width=args.width,
-            lr=args.lr,
-            device=args.device,
-            seed=args.seed,
-            callback=progress,
-            **kwargs,
-        )
+        result = job.run(progress)
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
-    seconds = time.perf_counter() - start
-    state = "stopped by Ctrl-C at" if progress.stop_requested else "finished after"
-    print(f"{state} iteration {progress.last} ({seconds:.1f} s)", file=sys.stderr)
+    seconds = f"{time.perf_counter() - start:.1f} s"
+    if progress.stop_requested:
+        message = f"stopped by Ctrl-C at iteration {fit.iteration} ({seconds})"
+    elif fit.stopped_early:
+        message = (
+            f"stopped automatically at iteration {fit.iteration} ({fit.rule.name} rule, {seconds}); "
+            f"best output at iteration {fit.best_iteration}"
+        )
+    elif fit.rule is not None:
+        message = f"reached the cap of {fit.iterations} iterations ({seconds}); best output at {fit.best_iteration}"
+    else:
+        message = f"finished after iteration {fit.iteration} ({seconds})"
+    print(message, file=sys.stderr)
     return result
 
 
@@ -169,14 +193,11 @@ def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
 
 
 def _example(args: argparse.Namespace) -> None:
-    from . import denoise
     from ._sample_data import noisy_pair
 
     clean, noisy = noisy_pair()
     check_writable(args.output, np.uint8)
-    if args.iterations is None:
-        args.iterations = 600
-    restored = _run(denoise, args, noisy, channel_axis=-1)
+    restored = _run("denoise", args, noisy, channel_axis=-1)
 
     def psnr(a: np.ndarray) -> float:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2)))
@@ -214,8 +235,6 @@ def _demo(sample: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
-    from . import denoise, flash_no_flash, inpaint, super_resolve
-
     if args.command == "example":
         _example(args)
         return
@@ -226,16 +245,16 @@ def _main(args: argparse.Namespace) -> None:
     check_writable(args.output, image.dtype)
     axis = _channel_axis(args, image)
     if args.command == "denoise":
-        result = _run(denoise, args, image, channel_axis=axis)
+        result = _run("denoise", args, image, channel_axis=axis)
     elif args.command == "inpaint":
         mask = _known_or_missing(read_image(args.mask), args.mask_known)
-        result = _run(inpaint, args, image, mask, channel_axis=axis)
+        result = _run("inpaint", args, image, mask=mask, channel_axis=axis)
     elif args.command == "super-resolve":
-        result = _run(super_resolve, args, image, scale=args.scale, channel_axis=axis)
+        result = _run("super-resolve", args, image, scale=args.scale, channel_axis=axis)
     else:
         no_flash = read_image(args.no_flash)
         check_writable(args.output, no_flash.dtype)
-        result = _run(flash_no_flash, args, image, no_flash, channel_axis=axis)
+        result = _run("flash-no-flash", args, no_flash, flash=image, channel_axis=axis)
     write_image(args.output, result)
     shape = "x".join(map(str, result.shape))
     print(f"wrote {args.output} ({shape} {result.dtype})", file=sys.stderr)

@@ -12,17 +12,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, QSize
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ._api import Job, prepare
+from ._api import AUTO_STOP_CAP, AUTO_STOP_TASKS, Job, prepare
 from ._layers import Output, current_plane, output_for
 from .fit import TASKS, task_defaults
 from .networks import NETWORKS
+from .stopping import DEFAULT_RULE, RULES
 
 if TYPE_CHECKING:
     import napari
@@ -95,6 +96,8 @@ class DeepImagePriorWidget(QWidget):
         self._output: Output | None = None
         self._preview_layer: Image | None = None
         self._losses: list[np.ndarray] = []
+        self._statistics: list[np.ndarray] = []
+        self._iterations_default = 3000
         self._started = 0.0
         self._watched_window: QObject | None = None
         self._close_filter = _CloseFilter(self.stop_and_discard)
@@ -117,6 +120,10 @@ class DeepImagePriorWidget(QWidget):
             step=4,
             tooltip="channels per level: 128 is the paper's; 32-64 is much faster on a CPU",
         )
+        self.auto_stop = CheckBox(
+            text="Stop automatically", value=True, tooltip="end the fit when its output is at its best"
+        )
+        self.rule = ComboBox(label="Stopping rule", choices=list(RULES), value=DEFAULT_RULE)
         self.iterations = SpinBox(label="Iterations", value=3000, min=1, max=100_000, step=100)
         self.lr = FloatSpinBox(label="Learning rate", value=0.01, min=1e-5, max=1.0, step=0.001)
         self.device = ComboBox(label="Device", choices=devices, value="auto")
@@ -139,6 +146,8 @@ class DeepImagePriorWidget(QWidget):
                 self.scale,
                 self.network,
                 self.width,
+                self.auto_stop,
+                self.rule,
                 self.iterations,
                 self.lr,
                 self.device,
@@ -150,6 +159,7 @@ class DeepImagePriorWidget(QWidget):
         )
         self.lr.native.setDecimals(4)
         self.task.changed.connect(self._task_changed)
+        self.auto_stop.changed.connect(self._auto_stop_changed)
         self.scale.changed.connect(self._task_changed)
         self.run_button.changed.connect(self._run_clicked)
 
@@ -162,10 +172,28 @@ class DeepImagePriorWidget(QWidget):
         self.plot.setLabel("bottom", "iteration")
         self.plot.setMinimumHeight(160)
         self.curve = self.plot.plot(pen=pyqtgraph.mkPen(width=2))
+        # The stopping rule's statistic below, sharing the iteration axis; a dashed
+        # line in both marks the iteration whose output the rule keeps.
+        self.statistic_plot = pyqtgraph.PlotWidget(background=None)
+        self.statistic_plot.setLogMode(y=True)
+        self.statistic_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.statistic_plot.setLabel("left", "stopping statistic")
+        self.statistic_plot.setMinimumHeight(120)
+        self.statistic_plot.setXLink(self.plot)
+        self.statistic_curve = self.statistic_plot.plot(pen=pyqtgraph.mkPen((255, 170, 0), width=2))
+        self.best_lines = []
+        for plot in (self.plot, self.statistic_plot):
+            line = pyqtgraph.InfiniteLine(
+                angle=90, movable=False, pen=pyqtgraph.mkPen((255, 170, 0), style=Qt.PenStyle.DashLine)
+            )
+            line.setVisible(False)
+            plot.addItem(line)
+            self.best_lines.append(line)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.plot)
+        layout.addWidget(self.statistic_plot)
         layout.addStretch()
         self._task_changed()
 
@@ -190,8 +218,17 @@ class DeepImagePriorWidget(QWidget):
         self.scale.visible = task == "super-resolve"
         self.image.label = "No-flash image" if task == "flash-no-flash" else "Image"
         defaults = task_defaults(task, self.scale.value)
-        self.iterations.value = defaults.iterations
         self.lr.value = defaults.lr
+        self._iterations_default = defaults.iterations
+        self.auto_stop.value = task in AUTO_STOP_TASKS
+        self._auto_stop_changed()
+
+    def _auto_stop_changed(self, *_: Any) -> None:
+        auto = self.auto_stop.value
+        self.rule.visible = auto
+        self.statistic_plot.setVisible(auto)
+        self.iterations.label = "Max iterations" if auto else "Iterations"
+        self.iterations.value = self._iterations_default * (AUTO_STOP_CAP if auto else 1)
 
     # -- running ----------------------------------------------------------------------
     @property
@@ -215,8 +252,11 @@ class DeepImagePriorWidget(QWidget):
             show_error(f"Deep Image Prior: {err}")
             return
         self._job, self._output = job, output
-        self._losses = []
+        self._losses, self._statistics = [], []
         self.curve.setData([], [])
+        self.statistic_curve.setData([], [])
+        for line in self.best_lines:
+            line.setVisible(False)
         self._started = time.perf_counter()
         total = job.fit.iterations
         worker = create_worker(
@@ -283,6 +323,7 @@ class DeepImagePriorWidget(QWidget):
             device=self.device.value,
             seed=self.seed.value,
             preview_every=self.preview_every.value or None,
+            stopping=self.rule.value if self.auto_stop.value else None,
             **extra,
         )
         return job, output_for(layer, task, plane, self.scale.value if task == "super-resolve" else 1)
@@ -296,10 +337,23 @@ class DeepImagePriorWidget(QWidget):
         self.curve.setData(np.arange(1, len(losses) + 1), np.maximum(losses, 1e-12))
         self._show_preview(self._job.to_user(record.preview))
         left = record.elapsed / record.iteration * (record.iterations - record.iteration)
-        self.status.value = (
-            f"iteration {record.iteration}/{record.iterations} · {_duration(record.elapsed)} elapsed · "
-            f"~{_duration(left)} left · loss {losses[-1]:.2e}"
-        )
+        status = f"iteration {record.iteration}/{record.iterations} · {_duration(record.elapsed)} elapsed · "
+        if record.statistics is not None:
+            self._show_statistic(record)
+            status += f"best at {record.best_iteration}" if record.best_iteration else "watching"
+        else:
+            status += f"~{_duration(left)} left"
+        self.status.value = f"{status} · loss {losses[-1]:.2e}"
+
+    def _show_statistic(self, record: Progress) -> None:
+        self._statistics.append(record.statistics)
+        values = np.concatenate(self._statistics)
+        finite = np.isfinite(values) & (values > 0)
+        iterations = np.arange(1, len(values) + 1)
+        self.statistic_curve.setData(iterations[finite], values[finite])
+        for line in self.best_lines:
+            line.setVisible(bool(record.best_iteration))
+            line.setValue(record.best_iteration or 0)
 
     def _show_preview(self, data: np.ndarray) -> None:
         layer = self._preview_layer
@@ -317,7 +371,9 @@ class DeepImagePriorWidget(QWidget):
         fit = job.fit
         name = output.name
         state = "done"
-        if fit.iteration < fit.iterations:
+        if fit.stopped_early:
+            state = f"stopped automatically, best output at iteration {fit.best_iteration}"
+        elif fit.iteration < fit.iterations:
             name += f" (stopped at {fit.iteration})"
             state = "stopped"
         result = job.result()

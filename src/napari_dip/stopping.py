@@ -24,6 +24,8 @@ import math
 import torch
 
 RULES = ("wmv", "emv", "validation")
+#: The rule used when none is named; chosen from benchmarks/early_stopping.py (BENCHMARKS.md).
+DEFAULT_RULE = "emv"
 
 
 class Rule:
@@ -32,8 +34,11 @@ class Rule:
     name = ""
     #: Fraction of pixels the fit must leave out of the loss for this rule.
     held_out = 0.0
+    #: Default patience, tuned on benchmarks/early_stopping.py (BENCHMARKS.md).
+    default_patience = 200
 
-    def __init__(self, patience: int = 300, window: int = 100, samples: int = 4096) -> None:
+    def __init__(self, patience: int | None = None, window: int = 100, samples: int = 4096) -> None:
+        patience = self.default_patience if patience is None else patience
         if patience < 1 or window < 2 or samples < 1:
             raise ValueError("patience >= 1, window >= 2 and samples >= 1 are needed")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
@@ -78,6 +83,7 @@ class WindowedVariance(Rule):
     ``window`` raw outputs."""
 
     name = "wmv"
+    default_patience = 300
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
@@ -120,6 +126,7 @@ class HeldOutPixels(Rule):
 
     name = "validation"
     held_out = 0.05
+    default_patience = 100
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)

@@ -1,0 +1,103 @@
+"""Stopping rules: their statistics, their decisions, and automatic stopping end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_dip
+from conftest import FAST, psnr
+from napari_dip.fit import Fit
+from napari_dip.stopping import DEFAULT_RULE, RULES, ExponentialVariance, WindowedVariance, make_rule
+
+
+def feed(rule, outputs):
+    """Attach ``rule`` to flat outputs (all values sampled) and feed them in order."""
+    average = torch.zeros(1, outputs.shape[1])
+    rule.attach(average, torch.arange(outputs.shape[1]))
+    stats = []
+    for i, out in enumerate(outputs, start=1):
+        out_t = torch.from_numpy(out)[None]
+        stats.append(float(rule.update(i, out_t, out_t)))
+    return np.asarray(stats)
+
+
+def test_windowed_variance_is_the_variance_over_the_last_window():
+    rng = np.random.default_rng(0)
+    outputs = rng.random((30, 50)).astype(np.float32) * np.linspace(1, 0.1, 30)[:, None]
+    stats = feed(WindowedVariance(patience=5, window=10), outputs)
+    assert np.isinf(stats[:9]).all()
+    for t in range(10, 31):
+        expected = outputs[t - 10 : t].var(axis=0).mean()
+        assert stats[t - 1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_exponential_variance_follows_the_recursive_definition():
+    rng = np.random.default_rng(1)
+    outputs = rng.random((40, 20)).astype(np.float32)
+    stats = feed(ExponentialVariance(patience=5, window=9), outputs)
+    alpha, mean, var = 0.2, outputs[0].astype(np.float64), 0.0
+    for t, x in enumerate(outputs, start=1):
+        delta = x - mean
+        mean = mean + alpha * delta
+        var = (1 - alpha) * (var + alpha * np.mean(delta**2))
+        if t >= 9:
+            assert stats[t - 1] == pytest.approx(var, rel=1e-4)
+
+
+def test_rule_keeps_its_best_and_stops_after_patience():
+    rule = WindowedVariance(patience=20, window=2)
+    # Variance falls until iteration 12, then rises: the best is there.
+    values = np.concatenate([np.linspace(1, 0.05, 12), np.linspace(0.05, 1, 40)])
+    outputs = (np.cumsum(np.where(np.arange(52) % 2, 1, -1) * values) + 5)[:, None].astype(np.float32)
+    feed(rule, outputs)
+    assert 10 <= rule.best_iteration <= 14
+    assert not rule.done(rule.best_iteration + 19) and rule.done(rule.best_iteration + 20)
+
+
+def test_variance_rules_keep_a_small_sample_not_full_images():
+    image = np.random.default_rng(0).random((3, 200, 300)).astype(np.float32)
+    fit = Fit("denoise", image, width=4, iterations=1, stopping="wmv", device="cpu")
+    assert fit.rule._ring.shape == (100, 4096)  # 100 x 4096 values, not 100 x 180,000
+
+
+def test_validation_rule_leaves_five_percent_out_of_the_loss():
+    image = np.random.default_rng(0).random((2, 40, 50)).astype(np.float32)
+    fit = Fit("denoise", image, width=4, iterations=3, stopping="validation", device="cpu")
+    known = fit.operator.known[0, 0].numpy()
+    assert known.size - known.sum() == int(0.05 * 40 * 50)
+    held = ~known.astype(bool)
+    np.testing.assert_array_equal(fit.rule.measured.numpy(), image[:, held].reshape(-1))
+    list(fit)
+    region = (0, slice(None), *fit.output_region)
+    expected = ((fit.average[region].numpy()[:, held] - image[:, held]) ** 2).mean()
+    assert fit.statistics[-1] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_fit_stops_by_itself_and_returns_the_best_average(rule, noisy_camera):
+    image = (noisy_camera / 255.0).astype(np.float32)[None]
+    best = {}
+    fit = Fit("denoise", image, width=16, iterations=2000, stopping=make_rule(rule, patience=100), device="cpu")
+    for record in fit:
+        best[record.iteration] = fit.average.clone()
+    assert fit.stopped_early and fit.iteration < 2000
+    assert 0 < fit.best_iteration < fit.iteration
+    region = (0, slice(None), *fit.output_region)
+    assert fit.statistics.shape == (fit.iteration,)
+    np.testing.assert_allclose(fit.result(), best[fit.best_iteration][region].numpy(), atol=1e-6)
+
+
+def test_denoise_stops_automatically_by_default(camera64, noisy_camera):
+    seen = []
+    out = napari_dip.denoise(noisy_camera, callback=seen.append, **FAST)
+    last = seen[-1]
+    assert last.iterations == 6000 and last.iteration < 3000  # stopped well before the cap
+    assert last.best_iteration is not None and last.preview is not None
+    assert psnr(out, camera64) - psnr(noisy_camera, camera64) >= 5.0
+    assert DEFAULT_RULE in RULES
+
+
+def test_a_fixed_count_switches_automatic_stopping_off(noisy_camera):
+    seen = []
+    napari_dip.denoise(noisy_camera, iterations=30, callback=seen.append, **FAST)
+    assert seen[-1].iteration == 30 and seen[-1].statistics is None
