@@ -61,6 +61,11 @@ def corrupt(clean: np.ndarray, noise: str, seed: int) -> np.ndarray:
     return np.clip(noisy, 0, 1).astype(np.float32)
 
 
+def _rounded(values: np.ndarray) -> list:
+    """Six significant digits: plenty for the decisions, half the file."""
+    return [float(f"{v:.6g}") if np.isfinite(v) else None for v in values]
+
+
 def run_case(job: tuple[str, str, int, bool]) -> dict:
     import torch
 
@@ -106,9 +111,9 @@ def run_case(job: tuple[str, str, int, bool]) -> dict:
         "device": DEVICE,
     }
     if validation:
-        row["statistics"] = {"validation": fit.statistics.tolist()}
+        row["statistics"] = {"validation": _rounded(fit.statistics)}
     else:
-        row["statistics"] = {o.name: stats[k].cpu().numpy().tolist() for k, o in enumerate(observers)}
+        row["statistics"] = {o.name: _rounded(stats[k].cpu().numpy()) for k, o in enumerate(observers)}
     print(f"{name:16} {noise:18} w{width:<3} {'val' if validation else 'var'}  {row['seconds']:.0f} s", flush=True)
     return row
 

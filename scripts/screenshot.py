@@ -18,8 +18,8 @@ OUT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent
 
 def main() -> None:
     viewer, widget = open_demo("noisy")
-    viewer.window.resize(1400, 820)
-    widget.device.value, widget.width.value, widget.iterations.value = "cpu", 48, 600
+    viewer.window.resize(1600, 900)
+    widget.device.value, widget.width.value = "cpu", 48  # denoising stops by itself
     widget.run()
     deadline = time.time() + 600
     while widget.running and time.time() < deadline:
