@@ -19,7 +19,7 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_dip
-from reference_dip import skip_net
+from reference_dip import reference_dip
 
 WIDTH = 32
 REFERENCE_ITERATIONS = 2500
@@ -31,22 +31,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def reference_curve(noisy: np.ndarray, clean: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
     """PSNR of the reference's averaged output at every iteration, and seconds per iteration."""
-    torch.manual_seed(seed)
-    c, h, w = noisy.shape
-    net = skip_net(32, c, WIDTH)
-    z = torch.rand(1, 32, h, w) * 0.1
-    y, truth = torch.from_numpy(noisy)[None], torch.from_numpy(clean)[None]
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    noise, avg, curve = z.clone(), None, []
+    truth = torch.from_numpy(clean)[None]
+    curve = []
+
+    def on_step(_i: int, average: torch.Tensor) -> None:
+        curve.append(float(-10 * torch.log10((average - truth).square().mean())))
+
     start = time.perf_counter()
-    for _ in range(REFERENCE_ITERATIONS):
-        opt.zero_grad()
-        out = net(z + noise.normal_() / 30)
-        loss = torch.nn.functional.mse_loss(out, y)
-        loss.backward()
-        opt.step()
-        avg = out.detach() if avg is None else avg * 0.99 + out.detach() * 0.01
-        curve.append(float(-10 * torch.log10((avg - truth).square().mean())))
+    reference_dip(noisy, REFERENCE_ITERATIONS, width=WIDTH, seed=seed, on_step=on_step)
     return np.asarray(curve), (time.perf_counter() - start) / REFERENCE_ITERATIONS
 
 

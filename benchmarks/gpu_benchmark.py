@@ -22,7 +22,7 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
 from napari_dip.fit import Fit
-from reference_dip import reference_dip, skip_net
+from reference_dip import reference_dip
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,32 +38,17 @@ def sync() -> None:
 
 
 def time_reference(target: np.ndarray, n: int, width: int) -> float:
-    dev = DEVICE
-    net = skip_net(32, 3, width).to(dev)
-    z = (torch.rand(1, 32, *target.shape[1:]) * 0.1).to(dev)
-    y = torch.from_numpy(target)[None].to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    noise = z.clone()
-    avg = None
+    """ms per iteration of the reference, after 10 warm-up steps."""
+    start = {}
 
-    def step():
-        nonlocal avg
-        opt.zero_grad()
-        out = net(z + noise.normal_() / 30)
-        loss = torch.nn.functional.mse_loss(out, y)
-        loss.backward()
-        opt.step()
-        avg = out.detach() if avg is None else avg * 0.99 + out.detach() * 0.01
-        return loss.item()
+    def on_step(i: int, _average: torch.Tensor) -> None:
+        if i == 10:
+            sync()
+            start["t"] = time.perf_counter()
 
-    for _ in range(10):
-        step()
+    reference_dip(target, n + 10, width=width, device=DEVICE, on_step=on_step)
     sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    sync()
-    return (time.perf_counter() - t) / n * 1e3
+    return (time.perf_counter() - start["t"]) / n * 1e3
 
 
 def time_ours(target: np.ndarray, n: int, width: int, cuda_graph: bool) -> float:

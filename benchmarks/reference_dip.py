@@ -8,6 +8,8 @@ as a fresh tensor every step. Images must be multiples of 32 pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -86,10 +88,12 @@ def reference_dip(
     seed: int = 0,
     device: str = "cpu",
     exp_weight: float = 0.99,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Fit DIP to ``target`` (C, H, W) in [0, 1]; returns the EMA output and losses.
 
-    ``mask`` (H, W, 1 = known) gives inpainting, ``factor > 1`` super-resolution.
+    ``mask`` (H, W, 1 = known) gives inpainting, ``factor > 1`` super-resolution;
+    ``on_step(iteration, ema_output)`` is called after every step (1-based).
     """
     torch.manual_seed(seed)
     c, h, w = target.shape
@@ -103,7 +107,7 @@ def reference_dip(
     noise = net_input.detach().clone()
     out_avg = None
     losses = []
-    for _ in range(iterations):
+    for i in range(1, iterations + 1):
         opt.zero_grad()
         if reg_noise_std > 0:
             net_input = saved + noise.normal_() * reg_noise_std
@@ -114,4 +118,6 @@ def reference_dip(
         opt.step()
         out_avg = out.detach() if out_avg is None else out_avg * exp_weight + out.detach() * (1 - exp_weight)
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(i, out_avg)
     return out_avg[0].cpu().numpy(), losses

@@ -262,16 +262,15 @@ class Fit:
                 slice(left * scale, (left + w) * scale),
             )
 
-            measured = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+            self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+            measured = self._image[None]
             self._known = None
             if task == "inpaint":
                 if known is None:
                     raise ValueError("inpainting needs a mask of known pixels")
-                known_t = torch.from_numpy(np.asarray(known, dtype=bool))
-                operator = Mask(known_t, region)
-                measured = measured * known_t.to(torch.float32)
-                self._known = known_t
-                self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+                self._known = torch.from_numpy(np.asarray(known, dtype=bool))
+                operator = Mask(self._known, region)
+                measured = measured * self._known
             elif task == "super-resolve":
                 operator = LanczosDownsample(scale, region)
             else:
@@ -289,7 +288,7 @@ class Fit:
                 held_out = _random_subset(usable, self.rule.held_out, cpu_gen)
                 fit_known = usable & ~held_out
                 operator = Mask(fit_known, region)
-                measured = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None] * fit_known
+                measured = self._image[None] * fit_known
 
             ch, cw = self.canvas
             s = net.input_stride
@@ -318,16 +317,7 @@ class Fit:
         self._output = self._average
         self.stopped_early = False
         if self.rule is not None:
-            self._statistics = torch.full((self.iterations,), math.nan, device=dev)
-            if held_out is None:
-                flat = _canvas_indices(self.canvas, self.output_region, channels)
-                flat = flat[torch.randperm(flat.numel(), generator=cpu_gen)[: self.rule.samples]]
-                self.rule.attach(self._average, flat.to(dev))
-            else:
-                flat = _canvas_indices(self.canvas, region, channels, held_out)
-                self.rule.attach(self._average, flat.to(dev))
-                self.rule.measured = torch.from_numpy(np.ascontiguousarray(image, np.float32)[:, held_out.numpy()])
-                self.rule.measured = self.rule.measured.reshape(-1).to(dev)
+            self._attach_rule(region, held_out, cpu_gen)
         self._graphed = cuda_graph and dev.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
         self._graph: torch.cuda.CUDAGraph | None = None
         self._optimizer = torch.optim.Adam(
@@ -335,6 +325,19 @@ class Fit:
         )
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _attach_rule(self, region: Region, held_out: torch.Tensor | None, generator: torch.Generator) -> None:
+        """Give the rule its sample: random output values for the variance rules,
+        the held-out pixels (and their measured values) for validation."""
+        dev, channels = self.device, self._image.shape[0]
+        self._statistics = torch.full((self.iterations,), math.nan, device=dev)
+        if held_out is None:
+            flat = _canvas_indices(self.canvas, self.output_region, channels)
+            flat = flat[torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]]
+            self.rule.attach(self._average, flat.to(dev))
+        else:
+            self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))
+            self.rule.measured = self._image[:, held_out].reshape(-1).to(dev)
 
     def _step(self, average_weight: float) -> None:
         """One Adam step; device work only, so that a CUDA graph can capture it."""
