@@ -73,7 +73,8 @@ class Progress:
     iterations: int
     #: Seconds since the fit started.
     elapsed: float
-    #: Current averaged output, float32 (C, H, W) in [0, 1], or None.
+    #: What ``Fit.result()`` returns now (the averaged output, or under a stopping
+    #: rule its best one so far), float32 (C, H, W) in [0, 1]; or None.
     preview: np.ndarray | None = None
     #: Losses of the iterations since the previous preview, or None.
     losses: np.ndarray | None = None
