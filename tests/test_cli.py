@@ -44,7 +44,7 @@ def test_progress_bar_goes_to_stderr(tmp_path, noisy_camera, capsys):
 
 def test_tiff_float_rgb_channels_first(tmp_path):
     image = np.random.default_rng(0).random((3, 20, 24)).astype(np.float32) * 5 - 1
-    tifffile.imwrite(tmp_path / "in.tif", image)
+    tifffile.imwrite(tmp_path / "in.tif", image, photometric="minisblack")
     argv = ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--channel-axis", "0", "--iterations", "2"]
     assert main([*argv, *FAST]) == 0
     out = tifffile.imread(tmp_path / "out.tif")

@@ -48,7 +48,9 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     if path.suffix.lower() in TIFF:
         import tifffile
 
-        tifffile.imwrite(path, image)
+        # Say how to store it: tifffile's guess for (C, H, W) floats is deprecated.
+        rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+        tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack")
     else:
         import imageio.v3 as iio
 
