@@ -194,3 +194,37 @@ def test_every_network_runs_through_the_api(noisy_camera):
     for network in ("skip", "encoder-decoder", "unet", "resnet", "deep-decoder"):
         out = napari_dip.denoise(noisy_camera[:40, :40], network=network, width=8, iterations=2, device="cpu")
         assert out.shape == (40, 40)
+
+
+def test_values_under_the_inpainting_mask_do_not_matter(camera64):
+    mask = np.zeros(camera64.shape, bool)
+    mask[20:30, 20:40] = True
+    with_nan = camera64.astype(np.float64)
+    with_nan[mask] = np.nan
+    huge = camera64.astype(np.float64)
+    huge[mask] = 1e6
+    a = napari_dip.inpaint(with_nan, mask, iterations=3, **FAST)
+    b = napari_dip.inpaint(huge, mask, iterations=3, **FAST)
+    np.testing.assert_allclose(a, b, atol=1e-3)  # same fit: the holes are ignored, range from known pixels
+    assert np.isfinite(a).all() and a[mask].max() <= camera64[~mask].max() + 1e-3
+
+
+def test_numpy_integers_and_lists_are_accepted():
+    image = np.random.default_rng(0).random((16, 16))
+    out = napari_dip.denoise(image, iterations=np.int64(2), width=np.int64(4), seed=np.int32(3), device="cpu")
+    assert out.shape == (16, 16)
+    mask = [[i == j for j in range(16)] for i in range(16)]
+    assert napari_dip.inpaint(image, mask, iterations=1, width=4, device="cpu").shape == (16, 16)
+
+
+def test_seed_out_of_range_and_super_resolution_cap_under_a_rule():
+    with pytest.raises(ValueError, match="seed"):
+        napari_dip.denoise(GOOD, seed=2**64)
+    planned = {}
+
+    def stop_at_once(record):
+        planned["n"] = record.iterations
+        return False
+
+    napari_dip.super_resolve(np.zeros((8, 8)), 8, stopping="emv", callback=stop_at_once, width=4, device="cpu")
+    assert planned["n"] == 8000  # twice the paper's 4000 at x8

@@ -63,6 +63,14 @@ def test_inpaint_with_a_known_pixel_mask_as_in_the_papers_files(tmp_path, camera
     np.testing.assert_array_equal(out[known > 0], camera64[known > 0])
 
 
+def test_channels_first_tiff_to_png_moves_channels_last(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (3, 20, 24), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image, photometric="minisblack")
+    argv = ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.png"), "--channel-axis", "0"]
+    assert main([*argv, "--iterations", "2", *FAST]) == 0
+    assert iio.imread(tmp_path / "out.png").shape == (20, 24, 3)
+
+
 def test_super_resolve_and_flash_no_flash_shapes(tmp_path, astronaut64):
     iio.imwrite(tmp_path / "rgb.png", astronaut64)
     argv = ["super-resolve", str(tmp_path / "rgb.png"), str(tmp_path / "sr.png"), "--scale", "2", "--iterations", "2"]
@@ -88,6 +96,8 @@ def test_super_resolve_and_flash_no_flash_shapes(tmp_path, astronaut64):
         (["denoise", "{d}/stack.tif", "{d}/out.tif"], "--channel-axis"),
         (["denoise", "{d}/float.tif", "{d}/out.png"], "cannot store float32"),
         (["denoise", "{d}/junk.png", "{d}/out.png"], "cannot read"),
+        (["denoise", "{d}/rgb16.tif", "{d}/out.png"], "uint16 images with 3 channels"),
+        (["denoise", "{d}/rgba.png", "{d}/out.jpg"], "uint8 images with 4 channels"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
@@ -96,6 +106,8 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 16, 16), np.uint16))
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((16, 16), np.float32))
     (tmp_path / "junk.png").write_text("not an image")
+    tifffile.imwrite(tmp_path / "rgb16.tif", np.zeros((16, 16, 3), np.uint16), photometric="rgb")
+    iio.imwrite(tmp_path / "rgba.png", np.zeros((16, 16, 4), np.uint8))
     code = main([a.format(d=tmp_path) for a in argv] + ["--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 1

@@ -298,3 +298,11 @@ def test_unticking_automatic_stopping_runs_a_fixed_count(dock, qtbot):
     run(qtbot, widget, iterations=5)
     assert widget.status.value.startswith("done: 5 iterations")
     assert widget.statistic_curve.getData()[0] is None or len(widget.statistic_curve.getData()[0]) == 0
+
+
+def test_multiscale_layers_are_refused_with_advice(dock, messages):
+    viewer, widget = dock
+    base = gradient((64, 64))
+    viewer.add_image([base, base[::2, ::2]], name="pyramid", multiscale=True)
+    widget.run()
+    assert "multiscale" in messages[-1][1] and not widget.running

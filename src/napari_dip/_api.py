@@ -54,7 +54,8 @@ _COMMON_DOC = """
         Seeds weights and noise; a fixed seed gives identical output on CPU.
     callback : callable, optional
         Called with a ``napari_dip.fit.Progress`` after each iteration; returning
-        ``False`` stops the fit and returns the averaged result so far.
+        ``False`` stops the fit and returns the averaged result so far (under a
+        stopping rule: the best one so far).
     stopping : {"auto", "wmv", "emv", "validation"} or None
         Automatic early stopping (``napari_dip.stopping``): the fit ends when the
         rule finds the output at its best and returns the averaged output of that
@@ -85,24 +86,37 @@ def _check_options(
             raise TypeError(f"lr must be a number, got {type(lr).__name__}")
         if not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        if not 0 <= seed < 2**62:
+            raise ValueError(f"seed must be between 0 and 2**62, got {seed}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
 
 
-def _prepare(image: object, channel_axis: int | None, name: str = "image") -> tuple[np.ndarray, ValueMap]:
-    """(C, H, W) float32 in [0, 1] and the map back to the user's values."""
-    array = as_image(image, name)
-    planes = to_channels_first(array, channel_axis, name)
+def _planes(image: object, channel_axis: int | None, name: str = "image") -> np.ndarray:
+    """``image`` viewed as (C, H, W), checked for type, layout and size."""
+    planes = to_channels_first(as_image(image, name), channel_axis, name)
     if min(planes.shape[1:]) < MIN_SIDE:
         raise ValueError(f"{name} is too small: {planes.shape[1:]} pixels; each spatial side needs >= {MIN_SIDE}")
-    check_finite(array, name)
-    vmap = value_map(array)
-    return to_unit(planes, vmap), vmap
+    return planes
+
+
+def _to_unit(planes: np.ndarray, name: str = "image", ignore: np.ndarray | None = None) -> tuple[np.ndarray, ValueMap]:
+    """(C, H, W) float32 in [0, 1] and the map back to the user's values. Pixels under
+    ``ignore`` (H, W) are neither checked nor measured, and come out as 0."""
+    values = planes if ignore is None else planes[:, ~ignore]
+    check_finite(values, name)
+    vmap = value_map(values)
+    unit = to_unit(planes if ignore is None else np.where(ignore, 0, planes), vmap)
+    if ignore is not None:
+        unit[:, ignore] = 0
+    return unit, vmap
 
 
 def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
     missing = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_image(mask, "mask")
     if missing.shape != spatial_shape:
         raise ValueError(
@@ -119,7 +133,7 @@ def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
     return missing
 
 
-def _stopping(task: str, stopping: object, iterations: int | None) -> tuple[str | None, int | None]:
+def _stopping(task: str, stopping: object, iterations: int | None, factor: int) -> tuple[str | None, int | None]:
     """The rule to use and the iteration count (the cap, under a rule)."""
     from .fit import task_defaults
     from .stopping import DEFAULT_RULE, RULES
@@ -129,7 +143,7 @@ def _stopping(task: str, stopping: object, iterations: int | None) -> tuple[str 
     if stopping == "auto":
         stopping = DEFAULT_RULE if iterations is None and task in AUTO_STOP_TASKS else None
     if stopping is not None and iterations is None:
-        iterations = AUTO_STOP_CAP * task_defaults(task).iterations
+        iterations = AUTO_STOP_CAP * task_defaults(task, factor).iterations
     return stopping, iterations
 
 
@@ -187,15 +201,20 @@ def prepare(
             "or 'encoder-decoder' for flash/no-flash"
         )
     _check_options(iterations, lr, network, width, seed, callback)
-    rule, iterations = _stopping(task, stopping, iterations)
-    unit, vmap = _prepare(image, channel_axis, "no_flash" if task == "flash-no-flash" else "image")
+    rule, iterations = _stopping(task, stopping, iterations, int(scale) if task == "super-resolve" else 4)
+    name = "no_flash" if task == "flash-no-flash" else "image"
+    planes = _planes(image, channel_axis, name)
     extra: dict[str, Any] = {}
+    missing = None
     if task == "inpaint":
-        extra["known"] = ~_missing_pixels(mask, unit.shape[1:])
-    elif task == "super-resolve":
+        # Whatever lies under the mask (NaN, a fill value) must not matter.
+        missing = _missing_pixels(mask, planes.shape[1:])
+        extra["known"] = ~missing
+    unit, vmap = _to_unit(planes, name, ignore=missing)
+    if task == "super-resolve":
         extra["factor"] = int(scale)
     elif task == "flash-no-flash":
-        guide, _ = _prepare(flash, channel_axis, "flash")
+        guide, _ = _to_unit(_planes(flash, channel_axis, "flash"), "flash")
         if guide.shape[1:] != unit.shape[1:]:
             raise ValueError(
                 f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(image)}; "

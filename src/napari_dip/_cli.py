@@ -11,12 +11,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._io import check_writable, guess_channel_axis, read_image, write_image
+from ._io import TIFF, check_writable, guess_channel_axis, read_image, write_image
 from .networks import NETWORKS
 from .stopping import RULES
 
@@ -174,8 +175,10 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
             f"stopped automatically at iteration {fit.iteration} ({fit.rule.name} rule, {seconds}); "
             f"best output at iteration {fit.best_iteration}"
         )
-    elif fit.rule is not None:
+    elif fit.rule is not None and fit.best_iteration:
         message = f"reached the cap of {fit.iterations} iterations ({seconds}); best output at {fit.best_iteration}"
+    elif fit.rule is not None:
+        message = f"reached the cap of {fit.iterations} iterations ({seconds}) before the rule had a statistic"
     else:
         message = f"finished after iteration {fit.iteration} ({seconds})"
     print(message, file=sys.stderr)
@@ -184,6 +187,10 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
 
 def _channel_axis(args: argparse.Namespace, image: np.ndarray) -> int | None:
     return args.channel_axis if args.channel_axis is not None else guess_channel_axis(image)
+
+
+def _channels_last_shape(image: np.ndarray, axis: int | None) -> tuple[int, ...]:
+    return image.shape if axis is None or image.ndim != 3 else np.moveaxis(image, axis, -1).shape
 
 
 def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
@@ -196,7 +203,7 @@ def _example(args: argparse.Namespace) -> None:
     from ._sample_data import noisy_pair
 
     clean, noisy = noisy_pair()
-    check_writable(args.output, np.uint8)
+    check_writable(args.output, np.uint8, (1, 1, 3))
     restored = _run("denoise", args, noisy, channel_axis=-1)
 
     def psnr(a: np.ndarray) -> float:
@@ -242,8 +249,8 @@ def _main(args: argparse.Namespace) -> None:
         _demo(args.sample)
         return
     image = read_image(args.flash if args.command == "flash-no-flash" else args.input)
-    check_writable(args.output, image.dtype)
     axis = _channel_axis(args, image)
+    check_writable(args.output, image.dtype, _channels_last_shape(image, axis))
     if args.command == "denoise":
         result = _run("denoise", args, image, channel_axis=axis)
     elif args.command == "inpaint":
@@ -253,8 +260,10 @@ def _main(args: argparse.Namespace) -> None:
         result = _run("super-resolve", args, image, scale=args.scale, channel_axis=axis)
     else:
         no_flash = read_image(args.no_flash)
-        check_writable(args.output, no_flash.dtype)
+        check_writable(args.output, no_flash.dtype, _channels_last_shape(no_flash, axis))
         result = _run("flash-no-flash", args, no_flash, flash=image, channel_axis=axis)
+    if axis is not None and Path(args.output).suffix.lower() not in TIFF:
+        result = np.moveaxis(result, axis, -1)  # PNG and JPEG hold channels last
     write_image(args.output, result)
     shape = "x".join(map(str, result.shape))
     print(f"wrote {args.output} ({shape} {result.dtype})", file=sys.stderr)

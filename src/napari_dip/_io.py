@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 
 TIFF = (".tif", ".tiff")
-#: Formats imageio writes, with the dtypes they hold.
-WRITABLE = {".png": ("uint8", "uint16"), ".jpg": ("uint8",), ".jpeg": ("uint8",), ".bmp": ("uint8",)}
+#: Formats imageio writes: (dtype, channels) they hold, channels 1 meaning a 2-D image.
+WRITABLE = {
+    ".png": {("uint8", 1), ("uint8", 3), ("uint8", 4), ("uint16", 1)},
+    ".jpg": {("uint8", 1), ("uint8", 3)},
+    ".jpeg": {("uint8", 1), ("uint8", 3)},
+    ".bmp": {("uint8", 1), ("uint8", 3), ("uint8", 4)},
+}
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -28,8 +33,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read {path} as an image: {reason}") from err
 
 
-def check_writable(path: str | Path, dtype: np.dtype) -> None:
-    """Fail before a long fit if ``path`` cannot take an image of ``dtype``."""
+def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = ()) -> None:
+    """Fail before a long fit if ``path`` cannot take an image of ``dtype`` and ``shape``
+    (channels last; the spatial size does not matter)."""
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
@@ -38,13 +44,16 @@ def check_writable(path: str | Path, dtype: np.dtype) -> None:
         return
     if suffix not in WRITABLE:
         raise ValueError(f"unsupported output format {suffix or '(none)'!r}; use .tif, .png or .jpg")
-    if np.dtype(dtype).name not in WRITABLE[suffix]:
-        raise ValueError(f"{suffix} cannot store {np.dtype(dtype).name} images; write a .tif instead")
+    name = np.dtype(dtype).name
+    channels = shape[-1] if len(shape) == 3 else 1
+    if (name, channels) not in WRITABLE[suffix]:
+        what = f"{name} images" if len(shape) != 3 else f"{name} images with {channels} channels"
+        raise ValueError(f"{suffix} cannot store {what}; write a .tif instead")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     path = Path(path)
-    check_writable(path, image.dtype)
+    check_writable(path, image.dtype, image.shape)
     if path.suffix.lower() in TIFF:
         import tifffile
 

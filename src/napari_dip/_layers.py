@@ -42,8 +42,13 @@ def spatial_ndim(layer: Any) -> int:
 def current_plane(layer: Any, world_point: Any = None) -> Plane:
     """The plane of ``layer`` to restore: all of it when 2-D, else the plane shown at
     ``world_point`` (the viewer's ``dims.point``). A copy: the layer may change
-    during the fit."""
-    data = np.asarray(layer.data)
+    during the fit. Lazy (dask, zarr) data is read for that plane only."""
+    if getattr(layer, "multiscale", False):
+        raise ValueError(
+            f"layer {layer.name!r} is multiscale (an image pyramid), too large to restore at once; "
+            "crop a region into a new layer and restore that"
+        )
+    data = layer.data
     channel_axis = -1 if getattr(layer, "rgb", False) else None
     extra = spatial_ndim(layer) - 2
     if extra <= 0:

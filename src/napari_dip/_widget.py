@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._api import AUTO_STOP_CAP, AUTO_STOP_TASKS, Job, prepare
@@ -251,6 +251,12 @@ class DeepImagePriorWidget(QWidget):
         except (ValueError, TypeError) as err:
             show_error(f"Deep Image Prior: {err}")
             return
+        except RuntimeError as err:  # setting up allocates on the device already
+            if not _is_out_of_memory(err):
+                raise
+            _free_gpu_memory()
+            show_error(OOM_ADVICE)
+            return
         self._job, self._output = job, output
         self._losses, self._statistics = [], []
         self.curve.setData([], [])
@@ -399,7 +405,9 @@ class DeepImagePriorWidget(QWidget):
         self._job = None
         self.run_button.text = "Run"
         self._unwatch_window()
-        _free_gpu_memory()
+        # The worker still holds the fit until superqt discards it after this signal:
+        # free the memory once that has happened.
+        QTimer.singleShot(0, _free_gpu_memory)
 
     def _remove_preview(self) -> None:
         layer, self._preview_layer = self._preview_layer, None

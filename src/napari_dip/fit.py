@@ -11,6 +11,7 @@ and to user dtypes lives in the shells. torch only, no napari.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -327,6 +328,11 @@ class Fit:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """Make ``self.device`` current: streams and graph capture use the current CUDA
+        device, and a worker thread starts on device 0 whatever the fit's is."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     def _attach_rule(self, region: Region, held_out: torch.Tensor | None, generator: torch.Generator) -> None:
         """Give the rule its sample: random output values for the variance rules,
         the held-out pixels (and their measured values) for validation."""
@@ -392,7 +398,8 @@ class Fit:
         start = last_time = time.perf_counter()
         last_preview = self.iteration
         while self.iteration < self.iterations and not self.stopped_early:
-            self._advance()
+            with self._on_device():
+                self._advance()
             losses[self.iteration] = self._loss
             if rule is not None:
                 self._statistics[self.iteration] = rule.update(self.iteration + 1, self._output, self._average)

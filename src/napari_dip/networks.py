@@ -12,6 +12,7 @@ Heckel & Hand (2019), which needs no convolution wider than 1x1.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -221,7 +222,7 @@ def check_network(name: object, width: object) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``name`` and ``width`` are valid."""
     if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
-    if isinstance(width, bool) or not isinstance(width, int):
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
         raise TypeError(f"width must be an integer, got {type(width).__name__}")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
@@ -239,4 +240,4 @@ def build_network(name: str, in_channels: int, out_channels: int, width: int = 1
     ResNet and Deep Decoder; the U-net starts from ``width // 8`` and doubles.
     """
     check_network(name, width)
-    return _BUILDERS[name](in_channels, out_channels, width)
+    return _BUILDERS[name](in_channels, out_channels, int(width))

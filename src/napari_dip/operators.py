@@ -37,8 +37,8 @@ class Identity(nn.Module):
 class Mask(Identity):
     """Inpainting: ``d(x) = m * x`` with ``m`` = 1 on known pixels, 0 on missing ones.
 
-    The measured image must be masked the same way (``mask.apply``), so the missing
-    pixels contribute nothing to the loss.
+    The measured image must be masked the same way (multiplied by ``known``), so
+    the missing pixels contribute nothing to the loss.
     """
 
     def __init__(self, known: torch.Tensor, region: Region) -> None:

@@ -98,7 +98,7 @@ class WindowedVariance(Rule):
 
 class ExponentialVariance(Rule):
     """ES-EMV: exponential moving variance of the sampled raw output values with
-    weight ``2 / (window + 1)``, summed over them without storing a window."""
+    weight ``2 / (window + 1)``, averaged over them, without storing a window."""
 
     name = "emv"
 
