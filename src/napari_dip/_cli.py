@@ -30,7 +30,9 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
     parser.add_argument("--iterations", type=int, default=None, help=iterations_help)
     parser.add_argument("--network", default="skip", choices=NETWORKS, help="the prior (default: skip)")
     parser.add_argument("--width", type=int, default=128, help="channels per level (default: 128; 32-64 is faster)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's, 0.01)")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: the task's: 0.01, 0.1 for flash-no-flash)"
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
