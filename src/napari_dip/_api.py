@@ -109,10 +109,9 @@ def _to_unit(planes: np.ndarray, name: str = "image", ignore: np.ndarray | None 
     values = planes if ignore is None else planes[:, ~ignore]
     check_finite(values, name)
     vmap = value_map(values)
-    unit = to_unit(planes if ignore is None else np.where(ignore, 0, planes), vmap)
-    if ignore is not None:
-        unit[:, ignore] = 0
-    return unit, vmap
+    if ignore is not None:  # the offset maps to exactly 0
+        planes = np.where(ignore, vmap.offset, planes)
+    return to_unit(planes, vmap), vmap
 
 
 def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
@@ -269,9 +268,19 @@ def denoise(
         Same shape and dtype as ``image`` (floats come back as float32), in the
         input's value range (uint8: 0-255; others: the data's own min-max).
     """
-    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
-    options["stopping"] = stopping
-    return prepare("denoise", image, channel_axis=channel_axis, callback=callback, **options).run(callback)
+    return prepare(
+        "denoise",
+        image,
+        channel_axis=channel_axis,
+        iterations=iterations,
+        network=network,
+        width=width,
+        lr=lr,
+        device=device,
+        seed=seed,
+        callback=callback,
+        stopping=stopping,
+    ).run(callback)
 
 
 @_doc
@@ -308,10 +317,20 @@ def inpaint(
     ndarray
         Same shape and dtype as ``image``.
     """
-    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
-    options["stopping"] = stopping
-    job = prepare("inpaint", image, mask=mask, channel_axis=channel_axis, callback=callback, **options)
-    return job.run(callback)
+    return prepare(
+        "inpaint",
+        image,
+        mask=mask,
+        channel_axis=channel_axis,
+        iterations=iterations,
+        network=network,
+        width=width,
+        lr=lr,
+        device=device,
+        seed=seed,
+        callback=callback,
+        stopping=stopping,
+    ).run(callback)
 
 
 @_doc
@@ -351,10 +370,20 @@ def super_resolve(
     ndarray, shape (H·scale, W·scale[, C])
         Same dtype as ``image``.
     """
-    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
-    options["stopping"] = stopping
-    job = prepare("super-resolve", image, scale=scale, channel_axis=channel_axis, callback=callback, **options)
-    return job.run(callback)
+    return prepare(
+        "super-resolve",
+        image,
+        scale=scale,
+        channel_axis=channel_axis,
+        iterations=iterations,
+        network=network,
+        width=width,
+        lr=lr,
+        device=device,
+        seed=seed,
+        callback=callback,
+        stopping=stopping,
+    ).run(callback)
 
 
 @_doc
@@ -390,7 +419,17 @@ def flash_no_flash(
     ndarray
         Same shape and dtype as ``no_flash``.
     """
-    options = {"iterations": iterations, "network": network, "width": width, "lr": lr, "device": device, "seed": seed}
-    options["stopping"] = stopping
-    job = prepare("flash-no-flash", no_flash, flash=flash, channel_axis=channel_axis, callback=callback, **options)
-    return job.run(callback)
+    return prepare(
+        "flash-no-flash",
+        no_flash,
+        flash=flash,
+        channel_axis=channel_axis,
+        iterations=iterations,
+        network=network,
+        width=width,
+        lr=lr,
+        device=device,
+        seed=seed,
+        callback=callback,
+        stopping=stopping,
+    ).run(callback)

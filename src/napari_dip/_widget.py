@@ -254,8 +254,7 @@ class DeepImagePriorWidget(QWidget):
         except RuntimeError as err:  # setting up allocates on the device already
             if not _is_out_of_memory(err):
                 raise
-            _free_gpu_memory()
-            show_error(OOM_ADVICE)
+            self._out_of_memory()
             return
         self._job, self._output = job, output
         self._losses, self._statistics = [], []
@@ -392,13 +391,16 @@ class DeepImagePriorWidget(QWidget):
         err = err.__cause__ or err
         self._remove_preview()
         if _is_out_of_memory(err):
-            self._job = None
-            _free_gpu_memory()
-            show_error(OOM_ADVICE)
-            self.status.value = "out of GPU memory"
+            self._out_of_memory()
         else:
             show_error(f"Deep Image Prior failed: {err}")
             self.status.value = f"failed: {err}"
+
+    def _out_of_memory(self) -> None:
+        self._job = None
+        _free_gpu_memory()
+        show_error(OOM_ADVICE)
+        self.status.value = "out of GPU memory"
 
     def _on_finished(self) -> None:
         self._worker = None

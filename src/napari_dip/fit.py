@@ -375,22 +375,20 @@ class Fit:
         self._graph = graph
 
     def _advance(self) -> None:
+        if self._graph is None and self._graphed and self.iteration >= GRAPH_WARMUP:
+            self._capture()
         if self._graph is not None:
             self._graph.replay()
             return
-        if self._graphed and self.iteration >= GRAPH_WARMUP:
-            self._capture()
-            if self._graph is not None:
-                self._graph.replay()
-                return
+        weight = 1.0 if self.iteration == 0 else 1 - self.ema  # the first output starts the average
         if self._graphed:  # warm-up before capture runs on a side stream, as CUDA graphs require
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._step(1.0 if self.iteration == 0 else 1 - self.ema)
+                self._step(weight)
             torch.cuda.current_stream().wait_stream(side)
         else:
-            self._step(1.0 if self.iteration == 0 else 1 - self.ema)
+            self._step(weight)
 
     def __iter__(self) -> Iterator[Progress]:
         """Run the remaining iterations, yielding a ``Progress`` after each."""
