@@ -116,9 +116,9 @@ def test_fixed_seed_reproduces_exactly_and_seeds_differ(noisy_camera):
 def test_callback_sees_progress_and_false_stops_early(noisy_camera):
     seen = []
 
-    def callback(record):
-        seen.append(record)
-        return record.iteration < 5
+    def callback(step):
+        seen.append(step.record)
+        return step.record.iteration < 5
 
     out = napari_dip.denoise(noisy_camera, iterations=100, callback=callback, **FAST)
     assert [r.iteration for r in seen] == [1, 2, 3, 4, 5]
@@ -129,8 +129,8 @@ def test_callback_sees_progress_and_false_stops_early(noisy_camera):
 def test_iterations_none_runs_the_task_default():
     planned = {}
 
-    def stop_at_once(record):
-        planned["n"] = record.iterations
+    def stop_at_once(step):
+        planned["n"] = step.record.iterations
         return False
 
     image = np.random.default_rng(0).random((16, 16))
@@ -154,7 +154,11 @@ MASK[4:8, 4:8] = True
     [
         (lambda: napari_dip.denoise(np.zeros(16)), ValueError, "2-D"),
         (lambda: napari_dip.denoise(np.zeros((16, 16, 3))), ValueError, "channel_axis"),
-        (lambda: napari_dip.denoise(np.zeros((2, 16, 16, 3)), channel_axis=-1), ValueError, "3-D"),
+        (lambda: napari_dip.denoise(np.zeros((16, 16)), volumetric=True), ValueError, "volumetric"),
+        (lambda: napari_dip.denoise(np.zeros((4, 16, 16)), spacing=(1, 1, 1)), ValueError, "volumetric"),
+        (lambda: napari_dip.denoise(np.zeros((4, 64, 64)), volumetric=True, network="unet"), ValueError, "plane"),
+        (lambda: napari_dip.denoise(GOOD, tile_size=8), ValueError, "tile_size"),
+        (lambda: napari_dip.inpaint(np.zeros((3, 16, 16)), np.zeros((2, 16, 16), bool)), ValueError, "does not match"),
         (lambda: napari_dip.denoise(np.zeros((16, 16, 3)), channel_axis=3), ValueError, "out of range"),
         (lambda: napari_dip.denoise(np.zeros((2, 16))), ValueError, "too small"),
         (lambda: napari_dip.denoise(np.full((16, 16), np.nan)), ValueError, "NaN"),
@@ -222,8 +226,8 @@ def test_seed_out_of_range_and_super_resolution_cap_under_a_rule():
         napari_dip.denoise(GOOD, seed=2**64)
     planned = {}
 
-    def stop_at_once(record):
-        planned["n"] = record.iterations
+    def stop_at_once(step):
+        planned["n"] = step.record.iterations
         return False
 
     napari_dip.super_resolve(np.zeros((8, 8)), 8, stopping="emv", callback=stop_at_once, width=4, device="cpu")

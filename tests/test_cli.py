@@ -93,7 +93,8 @@ def test_super_resolve_and_flash_no_flash_shapes(tmp_path, astronaut64):
         (["denoise", "{d}/img.png", "{d}/out.png", "--iterations", "0"], "iterations"),
         (["super-resolve", "{d}/img.png", "{d}/out.png", "--scale", "1"], "scale"),
         (["inpaint", "{d}/img.png", "{d}/empty.png", "{d}/out.png"], "mask is empty"),
-        (["denoise", "{d}/stack.tif", "{d}/out.tif"], "--channel-axis"),
+        (["denoise", "{d}/img.png", "{d}/out.tif", "--volumetric"], "volumetric"),
+        (["denoise", "{d}/ome_zyx.tif", "{d}/out.tif", "--channel-axis", "0", "--volumetric"], "at least 4-D"),
         (["denoise", "{d}/float.tif", "{d}/out.png"], "cannot store float32"),
         (["denoise", "{d}/junk.png", "{d}/out.png"], "cannot read"),
         (["denoise", "{d}/rgb16.tif", "{d}/out.png"], "uint16 images with 3 channels"),
@@ -103,7 +104,7 @@ def test_super_resolve_and_flash_no_flash_shapes(tmp_path, astronaut64):
 def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
     iio.imwrite(tmp_path / "img.png", np.zeros((16, 16), np.uint8))
     iio.imwrite(tmp_path / "empty.png", np.zeros((16, 16), np.uint8))
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 16, 16), np.uint16))
+    tifffile.imwrite(tmp_path / "ome_zyx.tif", np.zeros((5, 16, 16), np.uint16), ome=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((16, 16), np.float32))
     (tmp_path / "junk.png").write_text("not an image")
     tifffile.imwrite(tmp_path / "rgb16.tif", np.zeros((16, 16, 3), np.uint16), photometric="rgb")

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from napari_dip.networks import NETWORKS, build_network
+from napari_dip.networks import NETWORKS, NETWORKS_3D, build_network, z_strides
 
 
 def n_params(net):
@@ -16,7 +18,8 @@ def test_default_skip_has_the_papers_parameter_count():
 def test_every_network_maps_z_to_an_image_in_unit_range(name):
     torch.manual_seed(0)
     net = build_network(name, 32 if name != "deep-decoder" else 16, 2, 16)
-    side = max(net.min_size, 2 * net.multiple)
+    assert net.spatial_dims == 2 and len(net.multiple) == len(net.min_size) == 2
+    side = max(net.min_size[0], 2 * net.multiple[0])
     z = torch.rand(1, net.in_channels, side // net.input_stride, side // net.input_stride)
     out = net(z)
     assert out.shape == (1, 2, side, side)
@@ -27,9 +30,9 @@ def test_every_network_maps_z_to_an_image_in_unit_range(name):
 
 def test_skip_family_geometry():
     skip = build_network("skip", 32, 1, 8)
-    assert (skip.multiple, skip.min_size) == (32, 64)
+    assert (skip.multiple, skip.min_size) == ((32, 32), (64, 64))
     encdec = build_network("encoder-decoder", 32, 1, 8)
-    assert (encdec.multiple, encdec.min_size) == (64, 128)
+    assert (encdec.multiple, encdec.min_size) == ((64, 64), (128, 128))
     # No skip branch: fewer parameters than the skip net of the same width and depth.
     assert not any("skip" in name for name, _ in encdec.named_parameters())
 
@@ -49,3 +52,71 @@ def test_bad_width_rejected():
         build_network("skip", 32, 3, 0)
     with pytest.raises(TypeError, match="width"):
         build_network("skip", 32, 3, 12.5)
+
+
+def test_3d_skip_maps_a_volume_to_unit_range_with_gradients_everywhere():
+    torch.manual_seed(0)
+    net = build_network("skip", 32, 2, 8, spatial_dims=3, z_size=8)
+    assert net.spatial_dims == 3
+    assert net.z_strides == (2, 2, 1, 1, 1)
+    assert (net.multiple, net.min_size) == ((4, 32, 32), (8, 64, 64))
+    z = torch.rand(1, 32, 8, 64, 64)
+    out = net(z)
+    assert out.shape == (1, 2, 8, 64, 64)
+    assert 0 < out.min() and out.max() < 1
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    ("z_size", "anisotropy", "expected"),
+    [
+        (32, 1.0, (2, 2, 2, 2, 1)),  # isotropic: halve Z with XY until 2 planes would be left
+        (16, 3.0, (1, 2, 2, 2, 1)),  # coarse Z waits one level for XY to catch up
+        (2, 1.0, (1, 1, 1, 1, 1)),  # too few planes to downsample
+        (3, 1.0, (1, 1, 1, 1, 1)),
+        (5, 1.0, (2, 1, 1, 1, 1)),  # odd: 5 -> 2 planes, no further
+        (1, 1.0, (1, 1, 1, 1, 1)),
+        (64, 10.0, (1, 1, 1, 2, 2)),
+    ],
+)
+def test_z_strides(z_size, anisotropy, expected):
+    assert z_strides(z_size, 5, anisotropy) == expected
+
+
+@pytest.mark.parametrize(("z_size", "anisotropy"), [(5, 1.0), (7, 1.0), (2, 3.0), (1, 1.0), (16, 3.0)])
+def test_3d_net_accepts_a_canvas_of_its_multiple(z_size, anisotropy):
+    net = build_network("encoder-decoder", 4, 1, 4, spatial_dims=3, z_size=z_size, anisotropy=anisotropy)
+    strides = z_strides(z_size, 6, anisotropy)
+    assert net.multiple == (math.prod(strides), 64, 64)
+    assert net.min_size[1:] == (128, 128)
+    # The canvas the fit would build: z_size padded up to the multiple and the minimum.
+    depth = -(-max(z_size, net.min_size[0]) // net.multiple[0]) * net.multiple[0]
+    assert net.min_size[0] <= max(z_size, 1) <= depth
+    out = net(torch.rand(1, 4, depth, 128, 128))
+    assert out.shape == (1, 1, depth, 128, 128)
+
+
+def test_single_plane_volume_uses_flat_kernels():
+    net = build_network("skip", 4, 1, 4, spatial_dims=3, z_size=1)
+    assert (net.multiple[0], net.min_size[0]) == (1, 1)
+    kernels = {m.kernel_size[0] for m in net.modules() if isinstance(m, torch.nn.Conv3d)}
+    assert kernels == {1}
+    assert net(torch.rand(1, 4, 1, 64, 64)).shape == (1, 1, 1, 64, 64)
+
+
+@pytest.mark.parametrize("name", sorted(set(NETWORKS) - set(NETWORKS_3D)))
+def test_3d_rejects_networks_without_a_3d_version(name):
+    with pytest.raises(ValueError, match="plane by plane"):
+        build_network(name, 32, 1, 8, spatial_dims=3, z_size=8)
+
+
+def test_3d_needs_z_size_and_valid_geometry():
+    with pytest.raises(ValueError, match="z_size"):
+        build_network("skip", 32, 1, 8, spatial_dims=3)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        build_network("skip", 32, 1, 8, spatial_dims=4)
+    with pytest.raises(ValueError, match="anisotropy"):
+        build_network("skip", 32, 1, 8, spatial_dims=3, z_size=8, anisotropy=0)
+    with pytest.raises(ValueError, match="z_size"):
+        z_strides(0, 5)

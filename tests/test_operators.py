@@ -77,3 +77,37 @@ def test_mask_ignores_missing_pixels_in_the_loss():
     assert data_loss(op(canvas), measured) == 0
     assert data_loss(op(wrong_where_missing), measured) == 0
     assert data_loss(Identity((slice(1, 9), slice(0, 8)))(wrong_where_missing), target) > 0
+
+
+def test_lanczos_on_a_volume_downsamples_each_plane():
+    torch.manual_seed(0)
+    volume = torch.rand(1, 2, 3, 32, 24)
+    down = LanczosDownsample(4, (slice(0, 3), slice(1, 7), slice(0, 5)))(volume)
+    assert down.shape == (1, 2, 3, 6, 5)
+    flat = LanczosDownsample(4, (slice(1, 7), slice(0, 5)))
+    for plane in range(3):
+        torch.testing.assert_close(down[:, :, plane], flat(volume[:, :, plane]), rtol=0, atol=0)
+
+
+def test_mask_and_identity_on_a_volume():
+    known = torch.ones(3, 8, 8, dtype=torch.bool)
+    known[1, 2:5, 3:6] = False
+    region = (slice(1, 4), slice(1, 9), slice(0, 8))
+    target = torch.rand(1, 2, 3, 8, 8)
+    canvas = torch.zeros(1, 2, 4, 10, 8)
+    canvas[(..., *region)] = target
+    wrong_where_missing = canvas.clone()
+    wrong_where_missing[(..., *region)][..., ~known] = 5.0
+    measured = target * known
+    op = Mask(known, region)
+    assert op(canvas).shape == (1, 2, 3, 8, 8)
+    assert data_loss(op(canvas), measured) == 0
+    assert data_loss(op(wrong_where_missing), measured) == 0
+    assert data_loss(Identity(region)(wrong_where_missing), target) > 0
+
+
+def test_mask_dims_must_match_region():
+    with pytest.raises(ValueError, match="mask"):
+        Mask(torch.ones(3, 8, 8), (slice(0, 8), slice(0, 8)))
+    with pytest.raises(ValueError, match="mask"):
+        Mask(torch.ones(8), (slice(0, 8),))

@@ -5,6 +5,7 @@ torch is imported only when a function runs, so ``import napari_dip`` is fast.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,22 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._convert import (
-    ValueMap,
-    as_image,
-    check_finite,
-    from_channels_first,
-    to_channels_first,
-    to_unit,
-    value_map,
-)
+from ._convert import Layout, ValueMap, as_image, check_finite, standardize, value_map
 
 if TYPE_CHECKING:
-    from .fit import Fit, Progress
+    from .fit import Fit
+    from .schedule import Schedule, Step
 
 __all__ = ["Job", "denoise", "flash_no_flash", "inpaint", "prepare", "super_resolve"]
 
-Callback = Callable[["Progress"], Any]
+Callback = Callable[["Step"], Any]
 #: Tasks that stop automatically by default: their target is noisy, so the fit
 #: overfits it in the end. Inpainting and super-resolution of clean images do not.
 AUTO_STOP_TASKS = ("denoise",)
@@ -37,8 +31,25 @@ MIN_SIDE = 4
 
 _COMMON_DOC = """
     channel_axis : int or None, optional
-        Axis of ``image`` that holds channels (RGB, RGBA or any number). ``None``
-        (default) means a 2-D grey image.
+        Axis of ``image`` that holds channels (RGB, RGBA or any number); ``None``
+        (default): no channel axis. Channels share one value mapping when they are
+        RGB(A) (3 or 4 on the last axis), else each gets its own.
+    volumetric : bool
+        False (default): the last two non-channel axes (Y, X) are fitted, any axes
+        before them (Z, T) are planes restored one by one, each warm-started from
+        the previous one. True: one 3-D network over the last three (Z, Y, X);
+        axes before them (T) are volumes restored one by one.
+    spacing : sequence of float, optional
+        Volumetric only: the (Z, Y, X) voxel size in any unit; the network does
+        not downsample Z while it is sampled more coarsely than Y and X.
+    tile_size : int, "auto" or None
+        Restore each plane in overlapping tiles of this side (Y and X), blended
+        without seams. ``None``: whole planes, or a ``MemoryError`` with advice
+        when the fit would not fit in memory; "auto": tiles only when needed,
+        as large as fit.
+    warm_start : bool
+        Start each plane (and tile) from the weights of the previous one. Under
+        automatic stopping later planes then stop far sooner.
     iterations : int or None, optional
         Adam steps. ``None``: stop automatically for denoising (see ``stopping``),
         the task's default count from the paper's code for the other tasks.
@@ -53,9 +64,11 @@ _COMMON_DOC = """
     seed : int or None
         Seeds weights and noise; a fixed seed gives identical output on CPU.
     callback : callable, optional
-        Called with a ``napari_dip.fit.Progress`` after each iteration; returning
-        ``False`` stops the fit and returns the averaged result so far (under a
-        stopping rule: the best one so far).
+        Called with a ``napari_dip.schedule.Step`` after each iteration (its
+        ``record`` is the plane's ``napari_dip.fit.Progress``); returning
+        ``False`` stops: finished planes are kept, the current one as it is
+        (under a stopping rule: its best output so far), and planes not reached
+        are 0.
     stopping : {"auto", "wmv", "emv", "validation"} or None
         Automatic early stopping (``napari_dip.stopping``): the fit ends when the
         rule finds the output at its best and returns the averaged output of that
@@ -95,34 +108,41 @@ def _check_options(
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
 
 
-def _planes(image: object, channel_axis: int | None, name: str = "image") -> np.ndarray:
-    """``image`` viewed as (C, H, W), checked for type, layout and size."""
-    planes = to_channels_first(as_image(image, name), channel_axis, name)
-    if min(planes.shape[1:]) < MIN_SIDE:
-        raise ValueError(f"{name} is too small: {planes.shape[1:]} pixels; each spatial side needs >= {MIN_SIDE}")
-    return planes
+def _standard(image: object, channel_axis: int | None, spatial_dims: int, name: str) -> tuple[np.ndarray, Layout]:
+    """``image`` as ``(P, C, *S)``, checked for type, layout and size."""
+    standard, layout = standardize(as_image(image, name), channel_axis, spatial_dims, name)
+    if channel_axis is None and spatial_dims == 2 and standard.shape[0] > 1 and standard.shape[-1] in (3, 4):
+        # (H, W, 3) read as 3 planes of H x 4: almost certainly an RGB image.
+        raise ValueError(
+            f"{name} of shape {np.shape(image)} looks like a colour image; pass channel_axis=-1 "
+            "(or treat it as planes by giving it a different shape)"
+        )
+    if min(standard.shape[-2:]) < MIN_SIDE:
+        raise ValueError(f"{name} is too small: {standard.shape[-2:]} pixels; each spatial side needs >= {MIN_SIDE}")
+    return standard, layout
 
 
-def _to_unit(planes: np.ndarray, name: str = "image", ignore: np.ndarray | None = None) -> tuple[np.ndarray, ValueMap]:
-    """(C, H, W) float32 in [0, 1] and the map back to the user's values. Pixels under
-    ``ignore`` (H, W) are neither checked nor measured, and come out as 0."""
-    values = planes if ignore is None else planes[:, ~ignore]
-    check_finite(values, name)
-    vmap = value_map(values)
-    if ignore is not None:  # the offset maps to exactly 0
-        planes = np.where(ignore, vmap.offset, planes)
-    return to_unit(planes, vmap), vmap
-
-
-def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
+def _missing_pixels(mask: object, user_shape: tuple[int, ...], layout: Layout, spatial_dims: int) -> np.ndarray:
+    """The mask as (P, *S) bool, True where pixels are missing. It has the image's
+    shape without the channel axis, or its trailing spatial shape (broadcast over planes)."""
     mask = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
     missing = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_image(mask, "mask")
-    if missing.shape != spatial_shape:
-        raise ValueError(
-            f"mask shape {missing.shape} does not match the image's spatial shape {spatial_shape}; "
-            "the mask must be (H, W), nonzero where pixels are missing"
-        )
     check_finite(missing, "mask")
+    plane_and_space = tuple(
+        n for i, n in enumerate(user_shape) if layout.channel_axis is None or i != layout.channel_axis
+    )
+    if missing.shape == plane_and_space:
+        standard, _ = standardize(missing, None, spatial_dims, "mask")
+        missing = standard[:, 0]
+    elif missing.ndim >= 2 and plane_and_space[-missing.ndim :] == missing.shape:
+        missing = np.broadcast_to(missing, plane_and_space)
+        missing = standardize(missing, None, spatial_dims, "mask")[0][:, 0]
+    else:
+        raise ValueError(
+            f"mask shape {missing.shape} does not match the image: it must be {plane_and_space} (the image's "
+            f"shape without channels) or its last axes {plane_and_space[-2:]}, broadcast over the planes; "
+            "nonzero where pixels are missing"
+        )
     missing = missing != 0
     n_missing = int(missing.sum())
     if n_missing == 0:
@@ -130,6 +150,20 @@ def _missing_pixels(mask: object, spatial_shape: tuple[int, ...]) -> np.ndarray:
     if n_missing == missing.size:
         raise ValueError("mask covers the whole image: no known pixel is left to fit; mark only the damaged pixels")
     return missing
+
+
+def _anisotropy(spacing: object, volumetric: bool) -> float:
+    if spacing is None:
+        return 1.0
+    if not volumetric:
+        raise ValueError("spacing applies to volumetric fits only; pass volumetric=True or leave spacing out")
+    try:
+        values = [float(v) for v in spacing]  # type: ignore[union-attr]
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"spacing must be three numbers (Z, Y, X), got {spacing!r}") from err
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be three positive numbers (Z, Y, X voxel size), got {spacing!r}")
+    return values[0] / (0.5 * (values[1] + values[2]))
 
 
 def _stopping(task: str, stopping: object, iterations: int | None, factor: int) -> tuple[str | None, int | None]:
@@ -148,22 +182,38 @@ def _stopping(task: str, stopping: object, iterations: int | None, factor: int) 
 
 @dataclass
 class Job:
-    """A prepared fit plus the conversion of its results back to the user's array."""
+    """A prepared restoration: the schedule of fits and the way back to the user's array."""
 
-    fit: Fit
+    schedule: Schedule
     value_map: ValueMap
-    channel_axis: int | None
+    layout: Layout
+    #: Inpainting: the user's image and, broadcastable to it, where pixels are missing;
+    #: known pixels are returned exactly as they were.
+    original: np.ndarray | None = None
+    missing: np.ndarray | None = None
+
+    @property
+    def fit(self) -> Fit | None:
+        """The fit of the plane (or tile) being restored, None between two."""
+        return self.schedule.fit
 
     def to_user(self, unit: np.ndarray) -> np.ndarray:
-        """A (C, H, W) array in [0, 1] (``fit.result()``, a preview) in the input's dtype and layout."""
-        return from_channels_first(self.value_map.to_user(unit), self.channel_axis)
+        """A (P, C, *S) array in [0, 1] (``schedule.result()``) in the input's dtype and layout."""
+        restored = self.layout.to_user(self.value_map.to_user(unit, axis=1))
+        if self.original is not None:
+            restored = np.where(self.missing, restored, self.original)
+        return restored
+
+    def plane_to_user(self, plane: np.ndarray) -> np.ndarray:
+        """One plane (C, *S) in [0, 1] (``Step.plane_preview``) in the input's dtype and a plane's layout."""
+        return self.layout.plane_to_user(self.value_map.to_user(plane, axis=0))
 
     def result(self) -> np.ndarray:
-        return self.to_user(self.fit.result())
+        return self.to_user(self.schedule.result())
 
     def run(self, callback: Callback | None = None) -> np.ndarray:
-        for record in self.fit:
-            if callback is not None and callback(record) is False:
+        for step in self.schedule:
+            if callback is not None and callback(step) is False:
                 break
         return self.result()
 
@@ -176,6 +226,10 @@ def prepare(
     scale: object = 4,
     flash: object = None,
     channel_axis: int | None = None,
+    volumetric: bool = False,
+    spacing: object = None,
+    tile_size: int | str | None = None,
+    warm_start: bool = True,
     iterations: int | None = None,
     network: str = "skip",
     width: int = 128,
@@ -186,9 +240,11 @@ def prepare(
     stopping: str | None = "auto",
     preview_every: int | None = 100,
 ) -> Job:
-    """Validate the inputs of ``task`` and set up its fit; ``image`` is the measured image
-    (the no-flash image for flash/no-flash). The napari widget and the functions below use it."""
-    from .fit import TASKS, Fit
+    """Validate the inputs of ``task`` and plan its fits; ``image`` is the measured image
+    (the no-flash image for flash/no-flash). The napari widget, the CLI and the
+    functions below use it."""
+    from .fit import TASKS, resolve_device
+    from .schedule import Schedule
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -199,41 +255,161 @@ def prepare(
             "network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
             "or 'encoder-decoder' for flash/no-flash"
         )
+    if not isinstance(volumetric, (bool, np.bool_)):
+        raise TypeError(f"volumetric must be True or False, got {type(volumetric).__name__}")
+    if volumetric and network not in ("skip", "encoder-decoder"):
+        raise ValueError(
+            f"volumetric fits use the 'skip' or 'encoder-decoder' network, not {network!r}; "
+            "or restore plane by plane (volumetric=False)"
+        )
     _check_options(iterations, lr, network, width, seed, callback)
+    _check_tile_size(tile_size)
+    spatial_dims = 3 if volumetric else 2
+    anisotropy = _anisotropy(spacing, bool(volumetric))
     rule, iterations = _stopping(task, stopping, iterations, int(scale) if task == "super-resolve" else 4)
     name = "no_flash" if task == "flash-no-flash" else "image"
-    planes = _planes(image, channel_axis, name)
-    extra: dict[str, Any] = {}
-    missing = None
+    user = as_image(image, name)
+    standard, layout = _standard(user, channel_axis, spatial_dims, name)
+    rgb = layout.channel_axis == user.ndim - 1 and layout.channels in (3, 4)
+    known = missing = None
     if task == "inpaint":
-        # Whatever lies under the mask (NaN, a fill value) must not matter.
-        missing = _missing_pixels(mask, planes.shape[1:])
-        extra["known"] = ~missing
-    unit, vmap = _to_unit(planes, name, ignore=missing)
-    if task == "super-resolve":
-        extra["factor"] = int(scale)
-    elif task == "flash-no-flash":
-        guide, _ = _to_unit(_planes(flash, channel_axis, "flash"), "flash")
-        if guide.shape[1:] != unit.shape[1:]:
+        missing = _missing_pixels(mask, user.shape, layout, spatial_dims)
+        known = ~missing
+    flash_standard = None
+    if task == "flash-no-flash":
+        flash_standard, _ = _standard(flash, channel_axis, spatial_dims, "flash")
+        if flash_standard.shape[0] != standard.shape[0] or flash_standard.shape[2:] != standard.shape[2:]:
             raise ValueError(
                 f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(image)}; "
                 "register and crop them to the same shape"
             )
-        extra["guide"] = guide
-    fit = Fit(
+    options: dict[str, Any] = {
+        "network": network,
+        "width": width,
+        "iterations": iterations,
+        "lr": lr,
+        "device": resolve_device(device),
+        "seed": seed,
+        "preview_every": preview_every,
+        "stopping": rule,
+    }
+    if volumetric:
+        options["anisotropy"] = anisotropy
+    factor = int(scale) if task == "super-resolve" else 1
+    # Memory first: a fit that cannot run is refused before the data is even converted.
+    in_channels = None if flash_standard is None else flash_standard.shape[1]
+    tile = _plan_memory(task, standard.shape[1:], tile_size, factor, in_channels, options)
+
+    check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
+    vmap = value_map(standard, rgb, known)
+    unit = vmap.to_unit(standard, axis=1)
+    # Isolated outliers (hot pixels) lie outside [0, 1], where the sigmoid output cannot
+    # go: clip the target there, or their huge residuals would dominate the loss.
+    np.clip(unit, 0.0, 1.0, out=unit)
+    if known is not None:
+        np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter
+    guide = None
+    if flash_standard is not None:
+        check_finite(flash_standard, "flash")
+        guide = value_map(flash_standard, rgb).to_unit(flash_standard, axis=1)
+    schedule = Schedule(
         task,
         unit,
-        network=network,
-        width=width,
-        iterations=iterations,
-        lr=lr,
-        device=device,
-        seed=seed,
-        preview_every=preview_every,
-        stopping=rule,
-        **extra,
+        known=known,
+        guide=guide,
+        factor=factor,
+        tile_size=tile,
+        warm_start=warm_start,
+        **options,
     )
-    return Job(fit, vmap, channel_axis)
+    if missing is None:
+        return Job(schedule, vmap, layout)
+    missing_user = layout.to_user(missing[:, None])
+    if layout.channel_axis is not None:
+        missing_user = np.expand_dims(np.squeeze(missing_user, axis=layout.channel_axis), layout.channel_axis)
+    return Job(schedule, vmap, layout, user, missing_user)
+
+
+def _check_tile_size(tile_size: object) -> None:
+    if tile_size is None or tile_size == "auto":
+        return
+    if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral):
+        raise TypeError(f"tile_size must be an integer, 'auto' or None, got {tile_size!r}")
+    if tile_size < 16:
+        raise ValueError(f"tile_size must be >= 16 pixels, got {tile_size}; tiles of 128 to 512 work well")
+
+
+#: Bytes per canvas pixel and channel of width that no network exceeds (measured peaks:
+#: 67-225, ResNet at full resolution the most; benchmarks/memory_estimate.py), plus a
+#: constant: below this bound a fit surely fits and the exact estimate is skipped.
+CRUDE_BYTES_PER_PIXEL_CHANNEL = 300
+CRUDE_CONSTANT = 256 * 2**20
+
+
+def _plan_memory(
+    task: str,
+    shape: tuple[int, ...],
+    tile_size: int | str | None,
+    factor: int,
+    in_channels: int | None,
+    options: dict[str, Any],
+) -> int | None:
+    """The tile side to use: ``tile_size``, or for "auto" the largest that fits (None:
+    whole planes). Raises MemoryError, with the estimate, the memory available and
+    what to do, when a fit would not fit in memory — before anything is allocated."""
+    import torch
+
+    from .fit import canvas_geometry
+    from .memory import advice, available_bytes, estimate_fit_bytes, largest_tile, usable_bytes
+    from .networks import build_network, input_channels
+
+    network, width, device = options["network"], int(options["width"]), options["device"]
+    channels, *spatial = shape
+    ndim = len(spatial)
+    net_options: dict[str, Any] = {}
+    if ndim == 3:
+        net_options = {"spatial_dims": 3, "z_size": spatial[0], "anisotropy": options.get("anisotropy", 1.0)}
+    z_channels = in_channels or input_channels(network, width)
+    with torch.device("meta"):
+        net = build_network(network, z_channels, channels, width, **net_options)
+    scales = (1,) * (ndim - 2) + (factor, factor)
+
+    def tile_shape(side: int | None) -> tuple[int, ...]:
+        return tuple(spatial) if side is None else (*spatial[:-2], *(min(side, n) for n in spatial[-2:]))
+
+    def canvas(side: int | None) -> tuple[int, ...]:
+        padded, _ = canvas_geometry(tile_shape(side), net, scales)
+        return tuple(c * f for c, f in zip(padded, scales, strict=True))
+
+    def need(side: int | None) -> int:
+        return estimate_fit_bytes(network, width, z_channels, channels, canvas(side), device, **net_options)
+
+    side = tile_size if isinstance(tile_size, int) else None
+    available = available_bytes(device)
+    budget = usable_bytes(available)
+    crude = CRUDE_BYTES_PER_PIXEL_CHANNEL * math.prod(canvas(side)) * max(width, z_channels) + CRUDE_CONSTANT
+    if crude <= budget:
+        return side
+    estimate = need(side)
+    if estimate <= budget:
+        return side
+    size = "x".join(map(str, tile_shape(side)))
+    what = f"a {'tile' if side else 'plane'} of {size} pixels at width {width} (network {network!r})"
+    if side is not None:
+        raise MemoryError(advice(estimate, available, what, device=device) + " Pass a smaller tile_size.")
+    depth = canvas(None)[0] if ndim == 3 else None
+    try:
+        fitting = (
+            largest_tile(
+                network, width, z_channels, channels, budget, device, spatial_dims=ndim, depth=depth, **net_options
+            )
+            // factor
+        )
+    except MemoryError:
+        fitting = None
+    if tile_size == "auto" and fitting is not None:
+        return fitting
+    raise MemoryError(advice(estimate, available, what, device=device, tile_size=fitting))
 
 
 @_doc
@@ -241,6 +417,10 @@ def denoise(
     image: np.ndarray,
     *,
     channel_axis: int | None = None,
+    volumetric: bool = False,
+    spacing: tuple[float, float, float] | None = None,
+    tile_size: int | str | None = None,
+    warm_start: bool = True,
     iterations: int | None = None,
     network: str = "skip",
     width: int = 128,
@@ -272,6 +452,10 @@ def denoise(
         "denoise",
         image,
         channel_axis=channel_axis,
+        volumetric=volumetric,
+        spacing=spacing,
+        tile_size=tile_size,
+        warm_start=warm_start,
         iterations=iterations,
         network=network,
         width=width,
@@ -289,6 +473,10 @@ def inpaint(
     mask: np.ndarray,
     *,
     channel_axis: int | None = None,
+    volumetric: bool = False,
+    spacing: tuple[float, float, float] | None = None,
+    tile_size: int | str | None = None,
+    warm_start: bool = True,
     iterations: int | None = 5000,
     network: str = "skip",
     width: int = 128,
@@ -322,6 +510,10 @@ def inpaint(
         image,
         mask=mask,
         channel_axis=channel_axis,
+        volumetric=volumetric,
+        spacing=spacing,
+        tile_size=tile_size,
+        warm_start=warm_start,
         iterations=iterations,
         network=network,
         width=width,
@@ -339,6 +531,10 @@ def super_resolve(
     scale: int = 4,
     *,
     channel_axis: int | None = None,
+    volumetric: bool = False,
+    spacing: tuple[float, float, float] | None = None,
+    tile_size: int | str | None = None,
+    warm_start: bool = True,
     iterations: int | None = None,
     network: str = "skip",
     width: int = 128,
@@ -375,6 +571,10 @@ def super_resolve(
         image,
         scale=scale,
         channel_axis=channel_axis,
+        volumetric=volumetric,
+        spacing=spacing,
+        tile_size=tile_size,
+        warm_start=warm_start,
         iterations=iterations,
         network=network,
         width=width,
@@ -392,6 +592,10 @@ def flash_no_flash(
     no_flash: np.ndarray,
     *,
     channel_axis: int | None = None,
+    volumetric: bool = False,
+    spacing: tuple[float, float, float] | None = None,
+    tile_size: int | str | None = None,
+    warm_start: bool = True,
     iterations: int | None = 600,
     network: str = "skip",
     width: int = 128,
@@ -424,6 +628,10 @@ def flash_no_flash(
         no_flash,
         flash=flash,
         channel_axis=channel_axis,
+        volumetric=volumetric,
+        spacing=spacing,
+        tile_size=tile_size,
+        warm_start=warm_start,
         iterations=iterations,
         network=network,
         width=width,

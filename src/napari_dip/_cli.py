@@ -1,7 +1,9 @@
 """Command line: ``napari-dip denoise|inpaint|super-resolve|flash-no-flash|example``.
 
 Translates arguments and files into calls of the numpy API; Ctrl-C stops the fit
-and still writes the averaged result so far. Errors print one line and exit 1.
+and still writes the result so far. Errors print one line and exit 1. TIFF stacks
+(Z, Y, X), (T, Z, Y, X) are restored plane by plane, or as volumes with
+``--volumetric``; OME-TIFF and ImageJ axis metadata say which axis is which.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._io import TIFF, check_writable, guess_channel_axis, read_image, write_image
+from ._io import TIFF, ImageFile, check_writable, read_image, read_image_file, write_image
 from .networks import NETWORKS
 from .stopping import RULES
 
@@ -36,7 +38,37 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
-        "--channel-axis", type=int, default=None, help="axis of the channels (default: none for 2-D, last for RGB/RGBA)"
+        "--channel-axis",
+        type=int,
+        default=None,
+        help="axis of the channels (default: the file's C axis, else the last axis when it has 3 or 4 "
+        "values (RGB/RGBA), else none: axes before Y, X are planes)",
+    )
+    parser.add_argument(
+        "--volumetric",
+        action="store_true",
+        help="fit one 3-D network over the last three axes (Z, Y, X) instead of plane by plane",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=None,
+        help="voxel size for --volumetric (default: from the file's metadata, else isotropic)",
+    )
+    parser.add_argument(
+        "--tile-size",
+        default=None,
+        type=_tile_size,
+        help="restore each plane in overlapping tiles of this side (pixels), or 'auto' for tiles only "
+        "when the image would not fit in memory (default: whole planes)",
+    )
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="fit every plane from scratch instead of from the previous plane's weights",
     )
     parser.add_argument(
         "--stopping",
@@ -46,6 +78,15 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
         "given), a rule (--iterations is then the cap) or none",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _tile_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,23 +154,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """tqdm bar on stderr plus Ctrl-C handling, as a fit callback."""
+    """tqdm bar on stderr plus Ctrl-C handling, as a schedule callback: iterations
+    for one image, planes (or tiles) for a stack."""
 
-    def __init__(self, total: int | None, quiet: bool) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.stop_requested = False
-        self.last = 0
-        self.bar = None
-        if not quiet:
-            from tqdm import tqdm
+        self.quiet = quiet
+        self.bar: Any = None
 
-            self.bar = tqdm(total=total, unit="it", file=sys.stderr, dynamic_ncols=True, leave=True)
+    def _open(self, total: int, unit: str) -> None:
+        from tqdm import tqdm
 
-    def __call__(self, record: Any) -> bool:
-        self.last = record.iteration
-        if self.bar is not None:
-            if self.bar.total != record.iterations:
-                self.bar.total = record.iterations
-            self.bar.update(record.iteration - self.bar.n)
+        self.bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def __call__(self, step: Any) -> bool:
+        record = step.record
+        if not self.quiet:
+            stack = step.units > 1
+            if self.bar is None:
+                self._open(
+                    step.units if stack else record.iterations,
+                    ("tile" if step.tiles > 1 else "plane") if stack else "it",
+                )
+            if stack:
+                self.bar.update(step.done + (record.iteration >= record.iterations) - self.bar.n)
+                self.bar.set_postfix_str(f"{step.unit + 1}/{step.units} it {record.iteration}", refresh=False)
+            else:
+                if self.bar.total != record.iterations:
+                    self.bar.total = record.iterations
+                self.bar.update(record.iteration - self.bar.n)
             if record.losses is not None:
                 self.bar.set_postfix(loss=f"{float(record.losses[-1]):.2e}", refresh=False)
         return not self.stop_requested
@@ -142,6 +195,16 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _fit_message(summary: Any, rule: str) -> str:
+    """How one fit ended, from a ``schedule.UnitSummary``."""
+    n, seconds, best = summary.iterations, f"{summary.seconds:.1f} s", summary.best_iteration
+    if summary.stopped_early:
+        return f"stopped automatically at iteration {n} ({rule} rule, {seconds}); best output at iteration {best}"
+    if best:
+        return f"reached the cap of {n} iterations ({seconds}); best output at {best}"
+    return f"finished after iteration {n} ({seconds})"
 
 
 def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -158,10 +221,13 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
         device=args.device,
         seed=args.seed,
         stopping=stopping,
+        volumetric=getattr(args, "volumetric", False),
+        tile_size=getattr(args, "tile_size", None),
+        warm_start=getattr(args, "warm_start", True),
         **kwargs,
     )
-    fit = job.fit
-    progress = _Progress(fit.iterations, args.quiet)
+    schedule = job.schedule
+    progress = _Progress(args.quiet)
     previous = signal.signal(signal.SIGINT, progress.interrupt)
     start = time.perf_counter()
     try:
@@ -169,30 +235,72 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
-    seconds = f"{time.perf_counter() - start:.1f} s"
-    if progress.stop_requested:
-        message = f"stopped by Ctrl-C at iteration {fit.iteration} ({seconds})"
-    elif fit.stopped_early:
-        message = (
-            f"stopped automatically at iteration {fit.iteration} ({fit.rule.name} rule, {seconds}); "
-            f"best output at iteration {fit.best_iteration}"
-        )
-    elif fit.rule is not None and fit.best_iteration:
-        message = f"reached the cap of {fit.iterations} iterations ({seconds}); best output at {fit.best_iteration}"
-    elif fit.rule is not None:
-        message = f"reached the cap of {fit.iterations} iterations ({seconds}) before the rule had a statistic"
+    seconds = time.perf_counter() - start
+    rule = schedule.options.get("stopping") or ""
+    fitted = [s for s in schedule.summaries if not s.skipped]
+    if len(schedule.units) == 1:
+        if progress.stop_requested:
+            message = f"stopped by Ctrl-C at iteration {job.fit.iteration if job.fit else 0} ({seconds:.1f} s)"
+        else:
+            message = _fit_message(fitted[0], rule) if fitted else "nothing to restore"
     else:
-        message = f"finished after iteration {fit.iteration} ({seconds})"
+        what = (
+            "tiles"
+            if len(schedule.tiles) > 1
+            else ("volumes" if image.ndim > 3 and kwargs.get("volumetric") else "planes")
+        )
+        iterations = [s.iterations for s in fitted]
+        message = f"restored {schedule.done} of {len(schedule.units)} {what} in {seconds:.1f} s"
+        if iterations:
+            message += f"; iterations per fit {min(iterations)}-{max(iterations)}"
+            warm = [s.seconds for s in fitted if s.warm]
+            if warm:
+                message += (
+                    f" (first {fitted[0].seconds:.1f} s, warm-started ones {sum(warm) / len(warm):.1f} s on average)"
+                )
+        if progress.stop_requested:
+            message += "; stopped by Ctrl-C, the planes not reached are 0"
     print(message, file=sys.stderr)
     return result
 
 
-def _channel_axis(args: argparse.Namespace, image: np.ndarray) -> int | None:
-    return args.channel_axis if args.channel_axis is not None else guess_channel_axis(image)
+def _channel_axis(args: argparse.Namespace, file: ImageFile) -> int | None:
+    """--channel-axis, else the file's C axis, else RGB(A) on the last axis, else none."""
+    if args.channel_axis is not None:
+        return args.channel_axis
+    image = file.data
+    if file.axes is not None and "C" in file.axes:
+        return file.axes.index("C")
+    if image.ndim >= 3 and image.shape[-1] in (3, 4):
+        return -1
+    return None
+
+
+def _spacing(args: argparse.Namespace, file: ImageFile) -> tuple[float, float, float] | None:
+    if not args.volumetric:
+        return None
+    if args.spacing is not None:
+        return tuple(args.spacing)
+    if file.spacing and all(k in file.spacing for k in "ZYX"):
+        return tuple(file.spacing[k] for k in "ZYX")
+    return None
+
+
+def _check_axes(args: argparse.Namespace, file: ImageFile, axis: int | None) -> None:
+    """With axis metadata, the fitted axes must be (Z,) Y, X."""
+    if file.axes is None or args.channel_axis is not None:
+        return
+    spatial = [a for i, a in enumerate(file.axes) if axis is None or i != axis % len(file.axes)]
+    wanted = "ZYX" if args.volumetric else "YX"
+    if "".join(spatial[-len(wanted) :]) != wanted:
+        raise ValueError(
+            f"the file's axes are {file.axes}: the last axes must be {', '.join(wanted)}"
+            + (" (no Z axis for --volumetric)" if args.volumetric else "")
+        )
 
 
 def _channels_last_shape(image: np.ndarray, axis: int | None) -> tuple[int, ...]:
-    return image.shape if axis is None or image.ndim != 3 else np.moveaxis(image, axis, -1).shape
+    return image.shape if axis is None else np.moveaxis(image, axis, -1).shape
 
 
 def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
@@ -250,23 +358,35 @@ def _main(args: argparse.Namespace) -> None:
     if args.command == "demo":
         _demo(args.sample)
         return
-    image = read_image(args.flash if args.command == "flash-no-flash" else args.input)
-    axis = _channel_axis(args, image)
+    file = read_image_file(args.flash if args.command == "flash-no-flash" else args.input)
+    image = file.data
+    axis = _channel_axis(args, file)
+    _check_axes(args, file, axis)
     check_writable(args.output, image.dtype, _channels_last_shape(image, axis))
+    options: dict[str, Any] = {"channel_axis": axis, "spacing": _spacing(args, file)}
     if args.command == "denoise":
-        result = _run("denoise", args, image, channel_axis=axis)
+        result = _run("denoise", args, image, **options)
     elif args.command == "inpaint":
         mask = _known_or_missing(read_image(args.mask), args.mask_known)
-        result = _run("inpaint", args, image, mask=mask, channel_axis=axis)
+        result = _run("inpaint", args, image, mask=mask, **options)
     elif args.command == "super-resolve":
-        result = _run("super-resolve", args, image, scale=args.scale, channel_axis=axis)
+        result = _run("super-resolve", args, image, scale=args.scale, **options)
     else:
         no_flash = read_image(args.no_flash)
         check_writable(args.output, no_flash.dtype, _channels_last_shape(no_flash, axis))
-        result = _run("flash-no-flash", args, no_flash, flash=image, channel_axis=axis)
-    if axis is not None and Path(args.output).suffix.lower() not in TIFF:
-        result = np.moveaxis(result, axis, -1)  # PNG and JPEG hold channels last
-    write_image(args.output, result)
+        result = _run("flash-no-flash", args, no_flash, flash=image, **options)
+    suffix = Path(args.output).suffix.lower()
+    if suffix in TIFF:
+        spacing = dict(file.spacing)
+        if args.command == "super-resolve":  # smaller pixels, same field of view
+            spacing.update({k: v / args.scale for k, v in spacing.items() if k in "YX"})
+        axes = file.axes if file.axes is not None and len(file.axes) == result.ndim else None
+        ome = file.ome or str(args.output).lower().endswith((".ome.tif", ".ome.tiff"))
+        write_image(args.output, result, axes=axes, spacing=spacing if axes else None, ome=ome and axes is not None)
+    else:
+        if axis is not None:
+            result = np.moveaxis(result, axis, -1)  # PNG and JPEG hold channels last
+        write_image(args.output, result)
     shape = "x".join(map(str, result.shape))
     print(f"wrote {args.output} ({shape} {result.dtype})", file=sys.stderr)
 

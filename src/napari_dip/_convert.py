@@ -1,27 +1,68 @@
-"""Checks of user images and conversion between user dtypes and the fit's
-float32 (C, H, W) arrays in [0, 1]. numpy only."""
+"""Checks of user images, their axes, and conversion between user values and the
+fit's float32 arrays in [0, 1]. numpy only.
+
+Layout: every shell turns the user's array into ``(P, C, *S)`` — P planes (the
+flattened extra axes: Z, T or both), C channels, S the 2 spatial axes fitted
+together (3 for volumetric fits) — and back, exactly (``Layout``).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+#: Headroom, as a fraction of the robust range, left above and below it in [0, 1]:
+#: the sigmoid output cannot reach 0 or 1, and a true peak may sit above the noisy one.
+MARGIN = 0.05
+#: A bright pixel is signal when an 8-neighbour in its plane reaches at least this
+#: fraction of its height above the floor: a focused spot spreads over neighbours
+#: (a Gaussian PSF of sigma 0.7 px still gives ~0.36), a hot pixel does not (~0).
+SUPPORT = 0.25
+#: How many extreme values per channel are checked for support.
+CANDIDATES = 4096
+
 
 @dataclass(frozen=True)
 class ValueMap:
-    """How user values map to [0, 1]: ``unit = (value - offset) / scale``."""
+    """How user values map to [0, 1], per channel: ``unit = (value - offset) / scale``.
 
-    offset: float
-    scale: float
+    ``offset`` and ``scale`` have one entry per channel (equal entries when the
+    channels share a mapping); ``low``/``high`` are the data's own extremes per
+    channel, which restored values never leave.
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
     dtype: np.dtype
+    low: np.ndarray
+    high: np.ndarray
 
-    def to_user(self, unit: np.ndarray) -> np.ndarray:
-        values = unit.astype(np.float64) * self.scale + self.offset
+    @staticmethod
+    def _per_channel(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+        shape = [1] * ndim
+        shape[axis] = -1
+        return values.reshape(shape)
+
+    def to_unit(self, image: np.ndarray, axis: int = 0) -> np.ndarray:
+        """A new float32 array; channels along ``axis``."""
+        offset, scale = (self._per_channel(v, axis, image.ndim) for v in (self.offset, self.scale))
+        return ((image.astype(np.float64) - offset) / scale).astype(np.float32)
+
+    def to_user(self, unit: np.ndarray, axis: int = 0) -> np.ndarray:
+        """``unit`` (channels along ``axis``) in the user's dtype and units."""
+        scale, offset, low, high = (
+            self._per_channel(v, axis, unit.ndim) for v in (self.scale, self.offset, self.low, self.high)
+        )
+        values = np.clip(unit.astype(np.float64) * scale + offset, low, high)
         if np.issubdtype(self.dtype, np.integer):
-            info = np.iinfo(self.dtype)
-            return np.clip(np.rint(values), info.min, info.max).astype(self.dtype)
+            return np.rint(values).astype(self.dtype)
         return values.astype(np.float32)
+
+    def describe(self) -> str:
+        parts = [f"{lo:.6g}..{lo + s:.6g}" for lo, s in zip(self.offset, self.scale, strict=True)]
+        return ", ".join(dict.fromkeys(parts))
 
 
 def as_image(image: object, name: str = "image") -> np.ndarray:
@@ -47,43 +88,154 @@ def check_finite(array: np.ndarray, name: str = "image") -> None:
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); replace them first (e.g. np.nan_to_num)")
 
 
-def to_channels_first(image: np.ndarray, channel_axis: int | None, name: str = "image") -> np.ndarray:
-    """View of ``image`` as (C, H, W): 2-D images get one channel."""
+@dataclass(frozen=True)
+class Layout:
+    """Where the planes, channels and fitted axes of a user array are, and the way back."""
+
+    #: Shape of the plane axes (empty for a single image).
+    plane_shape: tuple[int, ...]
+    channels: int
+    #: The user's axis order as a permutation of (planes..., channel, spatial...).
+    order: tuple[int, ...]
+    channel_axis: int | None
+
+    @property
+    def planes(self) -> int:
+        return math.prod(self.plane_shape)
+
+    def to_user(self, standard: np.ndarray) -> np.ndarray:
+        """``(P, C, *S')`` (S' may be larger: super-resolution) in the user's layout."""
+        spatial = standard.shape[2:]
+        full = standard.reshape(*self.plane_shape, self.channels, *spatial)
+        full = np.transpose(full, np.argsort(self.order))
+        return full if self.channel_axis is not None else full[..., 0]  # the appended channel axis
+
+    def plane_to_user(self, plane: np.ndarray) -> np.ndarray:
+        """One plane ``(C, *S')`` in the user's layout of a plane (its axes in the
+        user's order, without the plane axes)."""
+        n = len(self.plane_shape)
+        rest = [a - n for a in self.order[n:]]  # channel, spatial: user axes among the non-plane ones
+        if self.channel_axis is None:
+            return plane[0]
+        return np.transpose(plane, np.argsort(rest))
+
+    def user_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        shape = [*self.plane_shape, self.channels, *spatial]
+        shape = [shape[i] for i in np.argsort(self.order)]
+        return tuple(shape if self.channel_axis is not None else shape[:-1])
+
+
+def standardize(
+    image: np.ndarray, channel_axis: int | None, spatial_dims: int = 2, name: str = "image"
+) -> tuple[np.ndarray, Layout]:
+    """View ``image`` as ``(P, C, *S)`` with ``spatial_dims`` axes in S: the last
+    non-channel axes; any axes before them are planes."""
+    if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise TypeError(f"channel_axis must be an integer or None, got {type(channel_axis).__name__}")
+        if not -image.ndim <= channel_axis < image.ndim:
+            raise ValueError(f"channel_axis={channel_axis} is out of range for {name} of shape {image.shape}")
+        channel_axis = int(channel_axis) % image.ndim
+    needed = spatial_dims + (channel_axis is not None)
+    if image.ndim < needed:
+        what = "(Z, Y, X) for a volumetric fit" if spatial_dims == 3 else "(H, W)"
+        extra = " plus the channel axis" if channel_axis is not None else ""
+        raise ValueError(f"{name} must be at least {needed}-D, {what}{extra}; got shape {image.shape}")
     if channel_axis is None:
-        if image.ndim != 2:
-            hint = (
-                " (for colour or multichannel images pass channel_axis=-1 or the channel axis)"
-                if image.ndim == 3
-                else ""
-            )
-            raise ValueError(f"{name} must be 2-D (H, W) when channel_axis is None, got shape {image.shape}{hint}")
-        return image[None]
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
-        raise TypeError(f"channel_axis must be an integer or None, got {type(channel_axis).__name__}")
-    if image.ndim != 3:
-        raise ValueError(
-            f"{name} must be 3-D (2 spatial axes and channels) with channel_axis set, got shape {image.shape}"
-        )
-    if not -3 <= channel_axis < 3:
-        raise ValueError(f"channel_axis={channel_axis} is out of range for a 3-D {name}")
-    return np.moveaxis(image, channel_axis, 0)
+        image = image[..., None]
+        channel = image.ndim - 1
+        others = list(range(image.ndim - 1))
+    else:
+        channel = channel_axis
+        others = [a for a in range(image.ndim) if a != channel]
+    planes, spatial = others[: len(others) - spatial_dims], others[len(others) - spatial_dims :]
+    order = (*planes, channel, *spatial)
+    moved = np.transpose(image, order)
+    plane_shape = moved.shape[: len(planes)]
+    standard = moved.reshape(-1, *moved.shape[len(planes) :])
+    return standard, Layout(tuple(plane_shape), moved.shape[len(planes)], order, channel_axis)
 
 
-def from_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    return image[0] if channel_axis is None else np.moveaxis(image, 0, channel_axis)
+def _neighbour_extreme(planes: np.ndarray, flat: np.ndarray, valid: np.ndarray | None, sign: int) -> np.ndarray:
+    """``sign`` times the largest (sign 1) or smallest (-1) 8-neighbour, in the same
+    2-D plane, of each flat index into ``planes`` (..., H, W); invalid neighbours
+    count as -inf."""
+    h, w = planes.shape[-2:]
+    lead, rem = np.divmod(flat, h * w)
+    rows, cols = np.divmod(rem, w)
+    flat_planes = planes.reshape(-1, h, w)
+    flat_valid = None if valid is None else valid.reshape(-1, h, w)
+    best = np.full(flat.shape, -np.inf)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == dx == 0:
+                continue
+            r, c = rows + dy, cols + dx
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            r, c = np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)
+            if flat_valid is not None:
+                inside &= flat_valid[lead, r, c]
+            values = sign * flat_planes[lead, r, c].astype(np.float64)
+            best = np.maximum(best, np.where(inside, values, -np.inf))
+    return best
 
 
-def value_map(image: np.ndarray) -> ValueMap:
-    """uint8 uses its full range 0..255; other dtypes the data's own min..max."""
-    if image.dtype == np.uint8:
-        return ValueMap(0.0, 255.0, image.dtype)
-    lo, hi = float(image.min()), float(image.max())
-    out_dtype = image.dtype if np.issubdtype(image.dtype, np.integer) else np.dtype(np.float32)
-    if hi == lo:  # constant image: centre it, the sigmoid output cannot reach 0 or 1
-        return ValueMap(lo - 0.5, 1.0, out_dtype)
-    return ValueMap(lo, hi - lo, out_dtype)
+def _supported_extreme(values: np.ndarray, valid: np.ndarray | None, floor: float, sign: int) -> float | None:
+    """The largest (sign 1) or smallest (-1) value of ``values`` (..., H, W) whose
+    pixel is not an isolated outlier (see ``SUPPORT``), among the ``CANDIDATES``
+    most extreme ones."""
+    flat = values.reshape(-1)
+    pool = np.flatnonzero(valid.reshape(-1)) if valid is not None else np.arange(flat.size)
+    k = min(CANDIDATES, pool.size)
+    source = flat[pool]
+    top = np.argpartition(source, pool.size - k)[pool.size - k :] if sign > 0 else np.argpartition(source, k - 1)[:k]
+    index = pool[top]
+    peaks = sign * flat[index].astype(np.float64)
+    order = np.argsort(peaks)[::-1]
+    index, peaks = index[order], peaks[order]
+    neighbours = _neighbour_extreme(values, index, valid, sign)
+    supported = neighbours - sign * floor >= SUPPORT * (peaks - sign * floor)
+    return float(sign * peaks[supported.argmax()]) if supported.any() else None
 
 
-def to_unit(image: np.ndarray, vmap: ValueMap) -> np.ndarray:
-    """A new float32 array ``(image - offset) / scale``; the input is not modified."""
-    return ((image.astype(np.float64) - vmap.offset) / vmap.scale).astype(np.float32)
+def robust_range(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
+    """(low, high) bracketing the signal of ``values`` (..., H, W): the extremes
+    of pixels backed by a neighbour, so isolated hot or dead pixels are left out
+    while the peaks of real structures (a focused spot spans pixels) are kept."""
+    data = values if valid is None else values[valid]
+    median = float(np.median(data))
+    high = _supported_extreme(values, valid, median, 1)
+    low = _supported_extreme(values, valid, median, -1)
+    high = float(data.max()) if high is None else high
+    low = float(data.min()) if low is None else low
+    return low, max(high, low)
+
+
+def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) -> ValueMap:
+    """The map of ``standard`` (P, C, *S) to [0, 1]. uint8 uses its full range
+    0..255; other dtypes a robust range per channel (one for all channels when
+    ``rgb``, so colours stay balanced), widened by ``MARGIN``. ``known`` (P, *S)
+    marks the pixels to measure (inpainting ignores the rest)."""
+    channels = standard.shape[1]
+    integer = np.issubdtype(standard.dtype, np.integer)
+    out_dtype = standard.dtype if integer else np.dtype(np.float32)
+    groups = [slice(None)] if rgb or channels == 1 else [slice(c, c + 1) for c in range(channels)]
+    offset, scale, low, high = (np.zeros(channels) for _ in range(4))
+    for group in groups:
+        values = standard[:, group]
+        valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
+        data = values if valid is None else values[valid]
+        low[group], high[group] = float(data.min()), float(data.max())
+        if standard.dtype == np.uint8:
+            offset[group], scale[group] = 0.0, 255.0
+            continue
+        lo, hi = robust_range(values, valid)
+        if hi == lo:  # constant: centre it, the sigmoid output cannot reach 0 or 1
+            offset[group], scale[group] = lo - 0.5, 1.0
+            continue
+        span = hi - lo
+        offset[group], scale[group] = lo - MARGIN * span, span * (1 + 2 * MARGIN)
+    if integer:
+        info = np.iinfo(standard.dtype)
+        low, high = np.maximum(low, info.min), np.minimum(high, info.max)
+    return ValueMap(offset, scale, out_dtype, low, high)

@@ -1,12 +1,22 @@
-"""Reading and writing image files for the CLI: TIFF via tifffile, the rest via imageio."""
+"""Reading and writing image files for the CLI: TIFF via tifffile, the rest via imageio.
+
+Axes convention: a string with one letter per array axis, from the alphabet ``TZCYXQ``
+(time, depth, channel, rows, columns, unknown). TIFF sample axes (tifffile's ``S``, e.g.
+RGB) read as ``C``; every other tifffile letter (``I``, ``Q``, ``E``, ...) reads as ``Q``.
+``axes is None`` means the file does not say: callers must guess or ask.
+"""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 TIFF = (".tif", ".tiff")
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 #: Formats imageio writes: (dtype, channels) they hold, channels 1 meaning a 2-D image.
 WRITABLE = {
     ".png": {("uint8", 1), ("uint8", 3), ("uint8", 4), ("uint16", 1)},
@@ -14,23 +24,158 @@ WRITABLE = {
     ".jpeg": {("uint8", 1), ("uint8", 3)},
     ".bmp": {("uint8", 1), ("uint8", 3), ("uint8", 4)},
 }
+AXES = "TZCYXQ"
+#: Length units found in OME and ImageJ metadata -> micrometres.
+_UNITS_UM = {
+    "pm": 1e-6,
+    "å": 1e-4,
+    "angstrom": 1e-4,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+}
+_IMAGEJ_DTYPES = ("uint8", "uint16", "float32")  # what ImageJ opens as 8-bit, 16-bit and 32-bit
 
 
-def read_image(path: str | Path) -> np.ndarray:
+@dataclass(frozen=True)
+class ImageFile:
+    """An image as read from a file, with what the file says about its axes.
+
+    ``axes``: one letter of ``TZCYXQ`` per axis of ``data``, or None when the file does not
+    say. ``spacing``: physical size of a pixel in micrometres per axis letter (only the axes
+    the file calibrates, e.g. ``{"Z": 0.5, "Y": 0.1625, "X": 0.1625}``). ``ome``: the file
+    is an OME-TIFF.
+    """
+
+    data: np.ndarray
+    axes: str | None = None
+    spacing: dict[str, float] = field(default_factory=dict)
+    ome: bool = False
+
+
+def _unit_um(unit: Any) -> float | None:
+    """Micrometres per ``unit``, or None for pixels, unknown units or no unit."""
+    if not isinstance(unit, str):
+        return None
+    # ImageJ writes the micro sign escaped or as Greek mu, depending on version and platform.
+    unit = unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ").replace("\u03bc", "µ")
+    return _UNITS_UM.get(unit if unit in ("µm", "Å") else unit.lower())
+
+
+def _normalise_axes(tiff_axes: str) -> str:
+    """tifffile's letters -> ``TZCYXQ``: samples become C unless the file also has C."""
+    out = []
+    for letter in tiff_axes.upper():
+        if letter == "S" and "C" not in tiff_axes.upper():
+            letter = "C"
+        out.append(letter if letter in "TZCYX" else "Q")
+    return "".join(out)
+
+
+def _ome_spacing(xml: str) -> dict[str, float]:
+    root = ET.fromstring(xml)
+    # The first Image's Pixels describes series 0; match on the local name to ignore the schema version.
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return {}
+    spacing = {}
+    for axis in "ZYX":
+        size = pixels.get(f"PhysicalSize{axis}")
+        factor = _unit_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))  # µm is the schema's default
+        if size is not None and factor is not None and float(size) > 0:
+            spacing[axis] = float(size) * factor
+    return spacing
+
+
+def _imagej_spacing(tif: Any, meta: dict[str, Any]) -> dict[str, float]:
+    factor = _unit_um(meta.get("unit"))
+    if factor is None:  # uncalibrated (pixels) or a unit we cannot convert
+        return {}
+    spacing = {}
+    if isinstance(meta.get("spacing"), (int, float)) and meta["spacing"] > 0:
+        spacing["Z"] = float(meta["spacing"]) * factor
+    tags = tif.pages[0].tags
+    for axis, name in (("X", "XResolution"), ("Y", "YResolution")):
+        tag = tags.get(name)
+        if tag is not None:
+            num, den = tag.value  # pixels per unit, as a rational
+            if num > 0 and den > 0 and num != den:  # 1/1 is ImageJ's "not calibrated"
+                spacing[axis] = den / num * factor
+    return spacing
+
+
+def _shaped_spacing(meta: dict[str, Any]) -> dict[str, float]:
+    spacing = meta.get("spacing_um")
+    if not isinstance(spacing, dict):
+        return {}
+    return {str(k): float(v) for k, v in spacing.items() if isinstance(v, (int, float)) and v > 0}
+
+
+def _read_tiff(path: Path) -> ImageFile:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data = series.asarray()
+        raw_axes = series.axes
+        axes: str | None = None
+        spacing: dict[str, float] = {}
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+        if tif.is_ome and tif.ome_metadata:
+            axes = _normalise_axes(raw_axes)
+            spacing = _ome_spacing(tif.ome_metadata)
+        elif tif.is_imagej and tif.imagej_metadata is not None:
+            axes = _normalise_axes(raw_axes)
+            spacing = _imagej_spacing(tif, tif.imagej_metadata)
+        elif isinstance(shaped, dict) and isinstance(shaped.get("axes"), str):
+            # tifffile's own JSON description: it names the axes only when the writer said them.
+            axes = _normalise_axes(raw_axes)
+            spacing = _shaped_spacing(shaped)
+        elif len(tif.pages) == 1 and raw_axes in ("YX", "YXS"):
+            # One page: rows, columns and the SamplesPerPixel tag are facts, not guesses.
+            axes = _normalise_axes(raw_axes)
+        ome = bool(tif.is_ome)
+    if axes is not None:
+        spacing = {k: v for k, v in spacing.items() if k in axes}
+    return ImageFile(data=data, axes=axes, spacing=spacing, ome=ome)
+
+
+def read_image_file(path: str | Path) -> ImageFile:
+    """Read the first image (series) of ``path`` with its axes and pixel size when the file says.
+
+    TIFF axes are trusted from OME-XML, ImageJ hyperstack metadata or tifffile's own
+    ``axes`` description, and for single-page 2-D/RGB TIFFs; other multi-page TIFFs give
+    ``axes=None``. PNG, JPEG etc. give ``"YX"`` or ``"YXC"``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
         if path.suffix.lower() in TIFF:
-            import tifffile
-
-            return tifffile.imread(path)
+            return _read_tiff(path)
         import imageio.v3 as iio
 
-        return iio.imread(path)
+        data = iio.imread(path)
+        axes = {2: "YX", 3: "YXC"}.get(data.ndim)  # 4-D: frames of an animation; let the caller decide
+        return ImageFile(data=data, axes=axes)
     except Exception as err:  # the readers raise many types; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot read {path} as an image: {reason}") from err
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """The pixels of ``path`` (see :func:`read_image_file` for the axes)."""
+    return read_image_file(path).data
 
 
 def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = ()) -> None:
@@ -51,19 +196,100 @@ def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = (
         raise ValueError(f"{suffix} cannot store {what}; write a .tif instead")
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
+def _check_axes(axes: str, image: np.ndarray, spacing: dict[str, float]) -> None:
+    if len(axes) != image.ndim:
+        raise ValueError(f"axes {axes!r} do not match an image with {image.ndim} dimensions {image.shape}")
+    if set(axes) - set(AXES) or any(axes.count(a) > 1 for a in "TZCYX"):
+        raise ValueError(f"axes {axes!r}: use each of T, Z, C, Y, X at most once (Q for other axes)")
+    stray = set(spacing) - (set(axes) & set("ZYX"))
+    if stray:
+        raise ValueError(f"spacing (micrometres) is for the Z, Y, X axes of {axes!r}, not {sorted(stray)}")
+
+
+def _imagej_axes(axes: str, image: np.ndarray) -> str | None:
+    """The ImageJ hyperstack axes for ``axes``, or None when ImageJ cannot hold the image."""
+    if image.dtype.name not in _IMAGEJ_DTYPES or "Q" in axes:
+        return None
+    if axes.endswith("C"):  # ImageJ keeps channels last only as 8-bit RGB samples
+        if not (image.dtype == np.uint8 and image.shape[-1] == 3):
+            return None
+        axes = axes[:-1] + "S"
+    core = axes.removesuffix("S")
+    if not core.endswith("YX") or [a for a in "TZCYX" if a in core] != list(core):
+        return None  # hyperstacks are TZCYX(S), in that order
+    return axes
+
+
+def _write_tiff(path: Path, image: np.ndarray, axes: str, spacing: dict[str, float], ome: bool) -> None:
+    import tifffile
+
+    last_is_channel = axes.endswith("C")
+    rgb = last_is_channel and image.shape[-1] in (3, 4)
+    kwargs: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
+    if last_is_channel:
+        kwargs["planarconfig"] = "contig"  # channels interleaved within each page, as TIFF samples
+    if ome:
+        if not axes.removesuffix("C").endswith("YX"):
+            raise ValueError(f"OME-TIFF needs Y, X (and optionally C) as the last axes, got {axes!r}")
+        metadata: dict[str, Any] = {"axes": axes[:-1] + "S" if last_is_channel else axes}
+        for a in "ZYX":
+            if a in spacing:
+                metadata[f"PhysicalSize{a}"] = spacing[a]
+                metadata[f"PhysicalSize{a}Unit"] = "µm"
+        tifffile.imwrite(path, image, ome=True, metadata=metadata, **kwargs)
+        return
+    ij_axes = _imagej_axes(axes, image)
+    if ij_axes is not None:
+        metadata = {"axes": ij_axes, "unit": "um"}
+        if "Z" in spacing:
+            metadata["spacing"] = spacing["Z"]
+        if "X" in spacing and "Y" in spacing:
+            kwargs["resolution"] = (1 / spacing["X"], 1 / spacing["Y"])
+        tifffile.imwrite(path, image, imagej=True, metadata=metadata, **kwargs)
+        return
+    # tifffile's JSON description keeps any axes order and dtype; spacing rides along under our own key.
+    metadata = {"axes": axes}
+    if spacing:
+        metadata["spacing_um"] = {k: float(v) for k, v in spacing.items()}
+    tifffile.imwrite(path, image, ome=False, metadata=metadata, **kwargs)
+
+
+def write_image(
+    path: str | Path,
+    image: np.ndarray,
+    *,
+    axes: str | None = None,
+    spacing: dict[str, float] | None = None,
+    ome: bool = False,
+) -> None:
+    """Write ``image`` to ``path``; the suffix picks the format.
+
+    For TIFF with ``axes`` (letters of ``TZCYXQ``, see the module docstring) the axes and
+    ``spacing`` (micrometres per axis letter) are stored so :func:`read_image_file` gets
+    them back: as OME-TIFF when ``ome`` or the name ends in ``.ome.tif``; else as an ImageJ
+    hyperstack when ImageJ can hold the dtype and axes order; else in tifffile's JSON
+    description. Other formats carry no axes: ``axes``, ``spacing`` and ``ome`` are ignored.
+    """
     path = Path(path)
     check_writable(path, image.dtype, image.shape)
-    if path.suffix.lower() in TIFF:
-        import tifffile
-
-        # Say how to store it: tifffile's guess for (C, H, W) floats is deprecated.
-        rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
-        tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack")
-    else:
+    if path.suffix.lower() not in TIFF:
         import imageio.v3 as iio
 
         iio.imwrite(path, image)
+        return
+    spacing = dict(spacing or {})
+    ome = ome or path.name.lower().endswith(OME_SUFFIXES)
+    if axes is not None:
+        _check_axes(axes, image, spacing)
+        _write_tiff(path, image, axes, spacing, ome)
+        return
+    if spacing:
+        raise ValueError("spacing needs axes to say which axis each value belongs to")
+    import tifffile
+
+    # Say how to store it: tifffile's guess for (C, H, W) floats is deprecated.
+    rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+    tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack", ome=ome)
 
 
 def guess_channel_axis(image: np.ndarray) -> int | None:

@@ -12,6 +12,7 @@ and to user dtypes lives in the shells. torch only, no napari.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Iterator
@@ -97,6 +98,23 @@ def canvas_length(n: int, multiple: int, min_size: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def canvas_geometry(
+    shape: tuple[int, ...], net: Prior, scales: tuple[int, ...] | None = None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Canvas (in measured pixels) around an image of ``shape`` that ``net`` accepts
+    once each axis is enlarged by ``scales`` (super-resolution), and where the image
+    starts in it (centred)."""
+    ndim = len(shape)
+    scales = scales or (1,) * ndim
+    multiples, min_sizes = _per_axis(net.multiple, ndim), _per_axis(net.min_size, ndim)
+    canvas = tuple(
+        canvas_length(n, m // math.gcd(m, f), -(-low // f))
+        for n, m, low, f in zip(shape, multiples, min_sizes, scales, strict=True)
+    )
+    start = tuple((c - n) // 2 for c, n in zip(canvas, shape, strict=True))
+    return canvas, start
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then CPU; others are checked."""
     if device == "auto" or device is None:
@@ -123,11 +141,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _meshgrid(height: int, width: int) -> torch.Tensor:
-    ys = torch.linspace(0, 1, height)
-    xs = torch.linspace(0, 1, width)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((grid_x, grid_y))[None]
+def _meshgrid(shape: tuple[int, ...]) -> torch.Tensor:
+    """(1, n, *shape): coordinates in [0, 1], the last axis (x) first."""
+    axes = [torch.linspace(0, 1, n) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1])[None]
 
 
 def _random_subset(allowed: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -140,24 +157,29 @@ def _random_subset(allowed: torch.Tensor, fraction: float, generator: torch.Gene
 
 
 def _canvas_indices(
-    canvas: tuple[int, int], region: Region, channels: int, where: torch.Tensor | None = None
+    canvas: tuple[int, ...], region: Region, channels: int, where: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Flat indices into a (1, channels) + canvas tensor of the pixels of ``region``
     (only those where ``where`` is True, if given), channel by channel."""
-    rows = torch.arange(region[0].start, region[0].stop)
-    cols = torch.arange(region[1].start, region[1].stop)
-    plane = (rows[:, None] * canvas[1] + cols[None, :]).flatten()
+    plane = torch.arange(math.prod(canvas)).view(canvas)[region].flatten()
     if where is not None:
         plane = plane[where.flatten()]
-    offsets = torch.arange(channels)[:, None] * (canvas[0] * canvas[1])
+    offsets = torch.arange(channels)[:, None] * math.prod(canvas)
     return (offsets + plane[None, :]).flatten()
 
 
-def _pad_into(image: np.ndarray, canvas: tuple[int, int], top: int, left: int) -> np.ndarray:
-    """Place ``image`` (C, h, w) at (top, left) in a canvas, reflecting at the edges."""
-    h, w = image.shape[-2:]
-    pad = ((0, 0), (top, canvas[0] - h - top), (left, canvas[1] - w - left))
+def _pad_into(image: np.ndarray, canvas: tuple[int, ...], start: tuple[int, ...]) -> np.ndarray:
+    """Place ``image`` (C, *shape) at ``start`` in a canvas, reflecting at the edges."""
+    pad = [(0, 0)] + [(s, c - n - s) for n, c, s in zip(image.shape[1:], canvas, start, strict=True)]
     return np.pad(image, pad, mode="symmetric")
+
+
+def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, tuple) else (value,) * n
+
+
+#: Warm-start state of a fit: network weights and Adam's moments, on its device.
+Checkpoint = dict
 
 
 class Fit:
@@ -166,20 +188,24 @@ class Fit:
     Parameters
     ----------
     task : {"denoise", "inpaint", "super-resolve", "flash-no-flash"}
-    image : ndarray, shape (C, h, w), float32 in [0, 1]
-        The measured image: noisy, damaged, low-resolution or no-flash.
-    known : ndarray of bool, shape (h, w), optional
+    image : ndarray, shape (C, h, w) or (C, d, h, w), float32 in [0, 1]
+        The measured image: noisy, damaged, low-resolution or no-flash. Four axes
+        make a volumetric fit: one 3-D network over (Z, Y, X).
+    known : ndarray of bool, shape (h, w) or (d, h, w), optional
         Inpainting only: True where pixels are known.
     factor : int
-        Super-resolution only: output is ``factor`` times larger per axis.
-    guide : ndarray, shape (C', h, w), optional
+        Super-resolution only: the output is ``factor`` times larger along Y and X.
+    guide : ndarray, shape (C', h, w) or (C', d, h, w), optional
         Flash/no-flash only: the flash image, used as the network input z.
     network, width : str, int
         The prior (see ``napari_dip.networks.NETWORKS``) and its channels per level.
+    anisotropy : float
+        Volumes only: Z step over XY pixel size; the 3-D network downsamples Z
+        only where its sampling is not already coarser than Y and X.
     iterations, lr, input_noise : optional
         ``None`` takes the task's defaults (``task_defaults``).
     net_input : {"noise", "meshgrid"}
-        z: uniform noise U(0, 0.1) with 32 channels, or a 2-channel coordinate grid.
+        z: uniform noise U(0, 0.1) with 32 channels, or a coordinate grid.
     ema : float
         Weight of the exponential moving average of the outputs (0 disables it).
     seed : int or None
@@ -193,6 +219,10 @@ class Fit:
         Stop automatically when this rule (``napari_dip.stopping``) finds the
         output at its best, and return the averaged output of that iteration;
         ``iterations`` is then the cap. ``None`` runs all iterations.
+    init : Checkpoint, optional
+        Warm start: ``checkpoint()`` of a finished fit of the same network and
+        canvas (a neighbouring plane or tile), whose weights and Adam moments
+        this fit starts from instead of a random initialisation.
     cuda_graph : bool
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
         and replay it (2-3x faster for small images, where kernel launches
@@ -209,6 +239,7 @@ class Fit:
         guide: np.ndarray | None = None,
         network: str = "skip",
         width: int = 128,
+        anisotropy: float = 1.0,
         iterations: int | None = None,
         lr: float | None = None,
         input_noise: float | None = None,
@@ -218,6 +249,7 @@ class Fit:
         device: str | torch.device = "auto",
         preview_every: int | None = 100,
         stopping: str | Rule | None = None,
+        init: Checkpoint | None = None,
         cuda_graph: bool = True,
     ) -> None:
         defaults = task_defaults(task, factor)
@@ -225,6 +257,8 @@ class Fit:
             raise ValueError(f"unknown net_input {net_input!r}; choose one of {', '.join(NET_INPUTS)}")
         if task == "flash-no-flash" and guide is None:
             raise ValueError("flash-no-flash needs the flash image as guide")
+        if image.ndim not in (3, 4):
+            raise ValueError(f"image must be (C, H, W) or (C, D, H, W), got shape {image.shape}")
         self.task = task
         self.device = resolve_device(device)
         self.iterations = defaults.iterations if iterations is None else int(iterations)
@@ -235,33 +269,32 @@ class Fit:
         self.iteration = 0
         self.seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
 
-        channels, h, w = image.shape
+        channels, *shape = image.shape
+        ndim = len(shape)
         if guide is not None:
             in_channels = guide.shape[0]
         elif net_input == "meshgrid":
-            in_channels = 2
+            in_channels = ndim
         else:
             in_channels = input_channels(network, width)
+        net_options = {} if ndim == 2 else {"spatial_dims": 3, "z_size": shape[0], "anisotropy": float(anisotropy)}
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
-            net = build_network(network, in_channels, channels, width)
+            net = build_network(network, in_channels, channels, width, **net_options)
             cpu_gen = torch.Generator().manual_seed(self.seed + 1)
             if guide is not None and net.input_stride != 1:
                 raise ValueError(
                     f"network {network!r} takes no image input; use it for other tasks than flash-no-flash"
                 )
 
+            # Super-resolution enlarges Y and X only (a volume keeps its planes).
             scale = factor if task == "super-resolve" else 1
-            # Canvas in measured-image pixels; scale * canvas must suit the network.
-            m = net.multiple // math.gcd(net.multiple, scale)
-            min_side = -(-net.min_size // scale)
-            canvas = (canvas_length(h, m, min_side), canvas_length(w, m, min_side))
-            top, left = (canvas[0] - h) // 2, (canvas[1] - w) // 2
-            region: Region = (slice(top, top + h), slice(left, left + w))
-            self.canvas = (canvas[0] * scale, canvas[1] * scale)
-            self.output_region: Region = (
-                slice(top * scale, (top + h) * scale),
-                slice(left * scale, (left + w) * scale),
+            scales = (1,) * (ndim - 2) + (scale, scale)
+            canvas, start = canvas_geometry(tuple(shape), net, scales)
+            region: Region = tuple(slice(s, s + n) for s, n in zip(start, shape, strict=True))
+            self.canvas = tuple(c * f for c, f in zip(canvas, scales, strict=True))
+            self.output_region: Region = tuple(
+                slice(s * f, (s + n) * f) for s, n, f in zip(start, shape, scales, strict=True)
             )
 
             self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -286,25 +319,26 @@ class Fit:
                         "the 'validation' rule needs the image and the output in one frame; "
                         "use 'wmv' or 'emv' for super-resolution"
                     )
-                usable = torch.ones(h, w, dtype=torch.bool) if self._known is None else self._known
+                usable = torch.ones(shape, dtype=torch.bool) if self._known is None else self._known
                 held_out = _random_subset(usable, self.rule.held_out, cpu_gen)
                 fit_known = usable & ~held_out
                 operator = Mask(fit_known, region)
                 measured = self._image[None] * fit_known
 
-            ch, cw = self.canvas
             s = net.input_stride
             if guide is not None:
-                z = torch.from_numpy(_pad_into(np.asarray(guide, np.float32), self.canvas, top, left))[None]
+                z = torch.from_numpy(_pad_into(np.asarray(guide, np.float32), self.canvas, start))[None]
             elif net_input == "meshgrid":
-                z = _meshgrid(ch // s, cw // s)
+                z = _meshgrid(tuple(n // s for n in self.canvas))
             else:
-                z = torch.rand(1, in_channels, ch // s, cw // s, generator=cpu_gen) * 0.1
+                z = torch.rand(1, in_channels, *(n // s for n in self.canvas), generator=cpu_gen) * 0.1
 
         dev = self.device
         # Measured on an H200 and a 2-core CPU (BENCHMARKS.md): channels-last is ~20 % faster
         # with oneDNN on CPU but slower on CUDA; the fused Adam kernel is fastest on both.
-        fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+        fmt = torch.contiguous_format
+        if dev.type == "cpu":
+            fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
         self.net: Prior = net.to(dev, memory_format=fmt)
         self.operator = operator.to(dev)
         self._measured = measured.to(dev)
@@ -325,8 +359,24 @@ class Fit:
         self._optimizer = torch.optim.Adam(
             self.net.parameters(), lr=self.lr, fused=dev.type in ("cpu", "cuda"), capturable=self._graphed
         )
+        if init is not None:
+            self._restore(init)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def checkpoint(self) -> Checkpoint:
+        """Weights and Adam state now, on the device (copies): ``init=`` of a warm-started fit."""
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": copy.deepcopy(self._optimizer.state_dict()),
+        }
+
+    def _restore(self, init: Checkpoint) -> None:
+        try:
+            self.net.load_state_dict(init["net"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError("init is not a checkpoint of the same network, width and channels") from err
+        self._optimizer.load_state_dict(init["optimizer"])
 
     def _on_device(self) -> contextlib.AbstractContextManager:
         """Make ``self.device`` current: streams and graph capture use the current CUDA

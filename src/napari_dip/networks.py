@@ -1,17 +1,22 @@
 """The image priors: randomly initialised convolutional networks built by name.
 
-Every network maps an input ``z`` of shape ``(1, in_channels, H / input_stride,
-W / input_stride)`` to an image ``(1, out_channels, H, W)`` in (0, 1) (sigmoid
-output). ``H`` and ``W`` must be multiples of ``net.multiple`` and at least
-``net.min_size``; the fit pads the canvas to satisfy both.
+Every network maps an input ``z`` of shape ``(1, in_channels, *canvas / input_stride)``
+to an image ``(1, out_channels, *canvas)`` in (0, 1) (sigmoid output), where the
+canvas is ``(H, W)`` for a 2-D prior and ``(Z, H, W)`` for a 3-D one
+(``net.spatial_dims``). Each canvas axis must be a multiple of the matching entry
+of ``net.multiple`` and at least that of ``net.min_size``; the fit pads the canvas
+to satisfy both.
 
 Architectures follow the Deep Image Prior paper's code (Ulyanov et al., 2018):
 the skip "hourglass" family, a U-net and a ResNet, plus the Deep Decoder of
-Heckel & Hand (2019), which needs no convolution wider than 1x1.
+Heckel & Hand (2019), which needs no convolution wider than 1x1. The skip family
+also comes in 3-D (``NETWORKS_3D``) for volumetric fits of Z-stacks, downsampling
+Z only where the voxel spacing allows (see ``z_strides``).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 
@@ -19,45 +24,82 @@ import torch
 from torch import nn
 
 NETWORKS = ("skip", "encoder-decoder", "unet", "resnet", "deep-decoder")
+#: The networks that also exist in 3-D (``build_network(..., spatial_dims=3)``).
+NETWORKS_3D = ("skip", "encoder-decoder")
+
+# An int kernel/stride applies to every axis; a tuple gives one entry per axis (Z first).
+_Size = int | tuple[int, ...]
 
 
 class Prior(nn.Module):
-    """Base class: a generator network plus the canvas geometry it needs."""
+    """Base class: a generator network plus the canvas geometry it needs.
+
+    ``multiple`` and ``min_size`` have one entry per spatial axis, in canvas
+    order: ``(Y, X)`` for 2-D priors, ``(Z, Y, X)`` for 3-D ones.
+    """
 
     in_channels: int
-    #: Canvas height and width must be multiples of this.
-    multiple: int = 1
-    #: Canvas height and width must be at least this (reflection padding needs
+    #: 2 for an image prior over (Y, X), 3 for a volume prior over (Z, Y, X).
+    spatial_dims: int = 2
+    #: Each canvas axis must be a multiple of its entry.
+    multiple: tuple[int, ...] = (1, 1)
+    #: Each canvas axis must be at least its entry (reflection padding needs
     #: at least 2 pixels at the coarsest level).
-    min_size: int = 1
-    #: The input z is this many times smaller than the output.
+    min_size: tuple[int, ...] = (1, 1)
+    #: The input z is this many times smaller than the output, on every axis.
     input_stride: int = 1
 
 
-def _conv(c_in: int, c_out: int, size: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, size, stride, padding=size // 2, padding_mode="reflect")
+def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Conv2d | nn.Conv3d:
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
+    return conv(c_in, c_out, size, stride, padding=padding, padding_mode="reflect")
 
 
-def _conv_bn_act(c_in: int, c_out: int, size: int, stride: int = 1) -> nn.Sequential:
+def _conv_bn_act(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Sequential:
     return nn.Sequential(
-        _conv(c_in, c_out, size, stride),
-        nn.BatchNorm2d(c_out),
+        _conv(c_in, c_out, size, stride, dims),
+        (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(c_out),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
 
 class _Hourglass(nn.Module):
-    """One scale of the skip network; ``inner`` is the next coarser scale."""
+    """One scale of the skip network; ``inner`` is the next coarser scale.
 
-    def __init__(self, c_in: int, down: int, up: int, skip: int, inner: _Hourglass | None) -> None:
+    2-D when ``z_stride`` is None; otherwise 3-D, downsampling by
+    ``(z_stride, 2, 2)`` with ``(z_kernel, 3, 3)`` kernels.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        down: int,
+        up: int,
+        skip: int,
+        inner: _Hourglass | None,
+        z_stride: int | None = None,
+        z_kernel: int = 3,
+    ) -> None:
         super().__init__()
-        self.skip = _conv_bn_act(c_in, skip, 1) if skip else None
-        self.down = nn.Sequential(_conv_bn_act(c_in, down, 3, stride=2), _conv_bn_act(down, down, 3))
+        dims = 2 if z_stride is None else 3
+        # 2-D keeps plain ints, so its layers are exactly the paper's (and seeded fits unchanged).
+        k3: _Size = 3 if dims == 2 else (z_kernel, 3, 3)
+        stride: _Size = 2 if dims == 2 else (z_stride, 2, 2)
+        self.skip = _conv_bn_act(c_in, skip, 1, dims=dims) if skip else None
+        self.down = nn.Sequential(
+            _conv_bn_act(c_in, down, k3, stride=stride, dims=dims), _conv_bn_act(down, down, k3, dims=dims)
+        )
         self.inner = inner
-        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear")
+        # Undo exactly this level's stride, so every level returns its input's size.
+        self.upsample = (
+            nn.Upsample(scale_factor=2, mode="bilinear")
+            if dims == 2
+            else nn.Upsample(scale_factor=(float(z_stride), 2.0, 2.0), mode="trilinear")
+        )
         merged = skip + (inner.out_channels if inner is not None else down)
-        self.merge_bn = nn.BatchNorm2d(merged)
-        self.up = nn.Sequential(_conv_bn_act(merged, up, 3), _conv_bn_act(up, up, 1))
+        self.merge_bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(merged)
+        self.up = nn.Sequential(_conv_bn_act(merged, up, k3, dims=dims), _conv_bn_act(up, up, 1, dims=dims))
         self.out_channels = up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +112,39 @@ class _Hourglass(nn.Module):
         return self.up(self.merge_bn(deep))
 
 
+def z_strides(z_size: int, levels: int, anisotropy: float = 1.0) -> tuple[int, ...]:
+    """Z stride (1 or 2) of each level of a 3-D skip network; Y and X always stride 2.
+
+    ``anisotropy`` is the Z step over the XY pixel size (3.0 for a 0.3 µm Z step
+    over 0.1 µm pixels). Following nnU-Net's rule, the Z and XY spacings are
+    tracked through the levels (XY doubles every level) and a level halves Z only
+    if the current Z spacing is < 2x the current XY spacing, so a coarse Z waits
+    until XY has caught up, and only if ``z // 2 >= 2`` planes of the data remain
+    (the floor keeps every coarse plane backed by real planes, and 3-wide
+    reflection padding needs at least 2): stacks of 2-3 planes are never
+    downsampled in Z. Examples with 5 levels: 32 planes isotropic ->
+    ``(2, 2, 2, 2, 1)``; 16 planes at anisotropy 3 -> ``(1, 2, 2, 2, 1)``;
+    5 planes -> ``(2, 1, 1, 1, 1)``.
+    """
+    if isinstance(z_size, bool) or not isinstance(z_size, numbers.Integral) or z_size < 1:
+        raise ValueError(f"z_size must be an integer >= 1 (the number of Z planes), got {z_size!r}")
+    if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 0:
+        raise ValueError(f"levels must be an integer >= 0, got {levels!r}")
+    if isinstance(anisotropy, bool) or not isinstance(anisotropy, numbers.Real) or not 0 < anisotropy < math.inf:
+        raise ValueError(f"anisotropy (Z step / XY pixel size) must be a positive number, got {anisotropy!r}")
+    strides = []
+    z_spacing, xy_spacing, planes = float(anisotropy), 1.0, int(z_size)
+    for _ in range(levels):
+        if z_spacing < 2 * xy_spacing and planes // 2 >= 2:
+            strides.append(2)
+            z_spacing *= 2
+            planes //= 2
+        else:
+            strides.append(1)
+        xy_spacing *= 2
+    return tuple(strides)
+
+
 class Skip(Prior):
     """The paper's hourglass with skip connections (its default prior).
 
@@ -77,20 +152,53 @@ class Skip(Prior):
     upsampling, concatenation with a ``skip``-channel 1x1 branch, then a 3x3 and
     a 1x1 conv up; BatchNorm and LeakyReLU(0.2) after every conv, reflection
     padding, 1x1 conv and sigmoid at the output. ``skip=0`` removes the skip
-    connections (the paper's encoder-decoder).
+    connections (the paper's encoder-decoder). Geometry: ``multiple`` is
+    ``2**levels`` and ``min_size`` ``2**(levels + 1)`` on Y and X.
+
+    With ``z_size`` (the number of Z planes) the network is 3-D over (Z, Y, X):
+    the same structure with Conv3d, BatchNorm3d and trilinear upsampling. Level
+    ``i`` strides ``(z_strides[i], 2, 2)`` (``net.z_strides``, from the function
+    ``z_strides`` with ``anisotropy``) and its upsampling scales by exactly that. Kernels are
+    ``(3, 3, 3)``, or ``(1, 3, 3)`` for a single plane (Z is then never
+    downsampled; with >= 2 planes every level keeps >= 2, so 3 wide is safe).
+    On Z, ``multiple`` is ``prod(z_strides)`` and ``min_size`` twice that (2
+    planes at the coarsest level), or, with no Z downsampling, ``min(z_size, 2)``:
+    ``z_size`` itself always fits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int = 128, levels: int = 5, skip: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 128,
+        levels: int = 5,
+        skip: int = 4,
+        *,
+        z_size: int | None = None,
+        anisotropy: float = 1.0,
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.multiple = 2**levels
-        self.min_size = 2 ** (levels + 1)
+        xy_multiple, xy_min = 2**levels, 2 ** (levels + 1)
+        if z_size is None:
+            strides: tuple[int | None, ...] = (None,) * levels
+            z_kernel = 3
+            self.multiple = (xy_multiple, xy_multiple)
+            self.min_size = (xy_min, xy_min)
+        else:
+            strides = self.z_strides = z_strides(z_size, levels, anisotropy)
+            z_kernel = 3 if z_size >= 2 else 1
+            z_multiple = math.prod(strides)
+            self.spatial_dims = 3
+            self.multiple = (z_multiple, xy_multiple, xy_multiple)
+            self.min_size = (2 * z_multiple if z_multiple > 1 else min(int(z_size), 2), xy_min, xy_min)
         inner = None
         for level in reversed(range(levels)):
             c_in = in_channels if level == 0 else width
-            inner = _Hourglass(c_in, width, width, skip, inner)
+            inner = _Hourglass(c_in, width, width, skip, inner, z_stride=strides[level], z_kernel=z_kernel)
         self.body = inner
-        self.head = nn.Sequential(nn.Conv2d(width, out_channels, 1), nn.Sigmoid())
+        head = nn.Conv2d if z_size is None else nn.Conv3d
+        self.head = nn.Sequential(head(width, out_channels, 1), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
@@ -105,8 +213,8 @@ class UNet(Prior):
     def __init__(self, in_channels: int, out_channels: int, width: int = 128, depth: int = 5) -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.multiple = 2 ** (depth - 1)
-        self.min_size = 2**depth
+        self.multiple = (2 ** (depth - 1),) * 2
+        self.min_size = (2**depth,) * 2
         chans = [max(width // 8, 1) * 2**i for i in range(depth)]
         self.encoders = nn.ModuleList(
             [self._double(in_channels if i == 0 else chans[i - 1], chans[i]) for i in range(depth)]
@@ -158,7 +266,7 @@ class ResNet(Prior):
     def __init__(self, in_channels: int, out_channels: int, width: int = 128, blocks: int = 8) -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.min_size = 2
+        self.min_size = (2, 2)
         self.body = nn.Sequential(
             _conv(in_channels, width, 3),
             nn.LeakyReLU(0.2, inplace=True),
@@ -184,8 +292,8 @@ class DeepDecoder(Prior):
         super().__init__()
         self.in_channels = in_channels
         self.input_stride = 2**levels
-        self.multiple = 2**levels
-        self.min_size = 2**levels
+        self.multiple = (2**levels,) * 2
+        self.min_size = (2**levels,) * 2
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(levels):
@@ -209,6 +317,7 @@ class DeepDecoder(Prior):
         return self.body(z)
 
 
+# 2-D builders take (in_channels, out_channels, width); 3-D ones also (z_size, anisotropy).
 _BUILDERS: dict[str, Callable[..., Prior]] = {
     "skip": lambda i, o, w: Skip(i, o, w, levels=5, skip=4),
     "encoder-decoder": lambda i, o, w: Skip(i, o, w, levels=6, skip=0),
@@ -216,16 +325,28 @@ _BUILDERS: dict[str, Callable[..., Prior]] = {
     "resnet": lambda i, o, w: ResNet(i, o, w, blocks=8),
     "deep-decoder": lambda i, o, w: DeepDecoder(i, o, w, levels=4),
 }
+_BUILDERS_3D: dict[str, Callable[..., Prior]] = {
+    "skip": lambda i, o, w, z, a: Skip(i, o, w, levels=5, skip=4, z_size=z, anisotropy=a),
+    "encoder-decoder": lambda i, o, w, z, a: Skip(i, o, w, levels=6, skip=0, z_size=z, anisotropy=a),
+}
 
 
-def check_network(name: object, width: object) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``name`` and ``width`` are valid."""
+def check_network(name: object, width: object, *, spatial_dims: object = 2) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``name``, ``width`` and ``spatial_dims`` are valid
+    (and ``name`` exists in that many dimensions)."""
     if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     if isinstance(width, bool) or not isinstance(width, numbers.Integral):
         raise TypeError(f"width must be an integer, got {type(width).__name__}")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
+    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if spatial_dims == 3 and name not in _BUILDERS_3D:
+        raise ValueError(
+            f"network {name!r} has no 3-D version; volumetric fits support {', '.join(NETWORKS_3D)}, "
+            "or restore the volume plane by plane with a 2-D network instead"
+        )
 
 
 def input_channels(name: str, width: int, default: int = 32) -> int:
@@ -233,11 +354,30 @@ def input_channels(name: str, width: int, default: int = 32) -> int:
     return width if name == "deep-decoder" else default
 
 
-def build_network(name: str, in_channels: int, out_channels: int, width: int = 128) -> Prior:
+def build_network(
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    width: int = 128,
+    *,
+    spatial_dims: int = 2,
+    z_size: int | None = None,
+    anisotropy: float = 1.0,
+) -> Prior:
     """Build prior ``name`` (one of ``NETWORKS``) with ``width`` channels per level.
 
     ``width`` is the channel count at every level of the skip family and of the
     ResNet and Deep Decoder; the U-net starts from ``width // 8`` and doubles.
+
+    ``spatial_dims=3`` builds a volume prior over (Z, Y, X), for ``NETWORKS_3D``
+    only. It needs ``z_size``, the number of Z planes of the data (before padding),
+    and takes ``anisotropy``, the Z step over the XY pixel size: together they
+    decide which levels downsample Z (see ``z_strides``) and so ``multiple`` and
+    ``min_size`` on Z. Both are ignored for 2-D.
     """
-    check_network(name, width)
-    return _BUILDERS[name](in_channels, out_channels, int(width))
+    check_network(name, width, spatial_dims=spatial_dims)
+    if spatial_dims == 2:
+        return _BUILDERS[name](in_channels, out_channels, int(width))
+    if z_size is None:
+        raise ValueError("a 3-D network needs z_size, the number of Z planes of the volume")
+    return _BUILDERS_3D[name](in_channels, out_channels, int(width), z_size, anisotropy)

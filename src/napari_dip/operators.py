@@ -1,7 +1,8 @@
 """Forward models d(x) of the restoration tasks.
 
 Every operator maps the network's output canvas ``x`` of shape ``(1, C, H', W')``
-to the frame of the measured image ``y`` of shape ``(1, C, h, w)``; the fit then
+to the frame of the measured image ``y`` of shape ``(1, C, h, w)`` — or, for a
+volume, ``(1, C, Z', H', W')`` to ``(1, C, z, h, w)`` — and the fit then
 minimises the data term ``E = mean((d(x) - y)**2)``. The canvas is larger than
 the image (the networks need sizes divisible by ``2**levels``), so each operator
 ends with the crop that takes the canvas back to the image's own pixels: padded
@@ -10,12 +11,15 @@ pixels never enter the loss.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Region = tuple[slice, slice]
+#: The image's pixels inside the canvas: one slice per spatial axis, (Y, X) or (Z, Y, X).
+Region = tuple[slice, ...]
 
 
 def data_loss(prediction: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
@@ -39,12 +43,18 @@ class Mask(Identity):
 
     The measured image must be masked the same way (multiplied by ``known``), so
     the missing pixels contribute nothing to the loss.
+
+    ``known`` is ``(H, W)`` for an image or ``(Z, H, W)`` for a volume, one axis
+    per slice of ``region``.
     """
 
     def __init__(self, known: torch.Tensor, region: Region) -> None:
         super().__init__(region)
-        if known.ndim != 2:
-            raise ValueError(f"known-pixel mask must be 2-D (H, W), got shape {tuple(known.shape)}")
+        if known.ndim not in (2, 3) or known.ndim != len(region):
+            raise ValueError(
+                f"known-pixel mask must be (H, W) or (Z, H, W), one axis per region axis ({len(region)}), "
+                f"got shape {tuple(known.shape)}"
+            )
         self.register_buffer("known", known.to(torch.float32)[None, None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +84,9 @@ class LanczosDownsample(nn.Module):
 
     The 2-D kernel is the outer product of ``lanczos2_taps`` (separable, as in the
     paper's code), applied as two strided 1-D convolutions; edges are replicated.
-    A canvas of ``H' = factor * h'`` rows gives exactly ``h'`` rows.
+    A canvas of ``H' = factor * h'`` rows gives exactly ``h'`` rows. On a volume
+    ``(1, C, Z, H', W')`` only Y and X are downsampled, plane by plane (the
+    microscope's Z sampling is left as it is), giving ``(1, C, Z, h', w')``.
     """
 
     def __init__(self, factor: int, region: Region) -> None:
@@ -87,10 +99,12 @@ class LanczosDownsample(nn.Module):
         self.register_buffer("col_taps", taps.view(1, 1, -1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        if x.ndim not in (4, 5):
+            raise ValueError(f"expected a (1, C, H, W) or (1, C, Z, H, W) canvas, got shape {tuple(x.shape)}")
+        *lead, h, w = x.shape
         p, f = self.pad, self.factor
-        # Channels become the batch so one single-channel kernel serves them all.
-        planes = F.pad(x.reshape(n * c, 1, h, w), (p, p, p, p), mode="replicate")
+        # Channels (and Z planes) become the batch so one single-channel kernel serves them all.
+        planes = F.pad(x.reshape(math.prod(lead), 1, h, w), (p, p, p, p), mode="replicate")
         planes = F.conv2d(planes, self.row_taps, stride=(1, f))
         planes = F.conv2d(planes, self.col_taps, stride=(f, 1))
-        return planes.reshape(n, c, h // f, w // f)[(..., *self.region)]
+        return planes.reshape(*lead, h // f, w // f)[(..., *self.region)]
