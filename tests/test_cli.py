@@ -134,3 +134,36 @@ def test_example_writes_a_before_after_png(tmp_path, capsys):
     assert panel.shape == (128, 3 * 128 + 16, 3)
     noisy_db, restored_db = map(float, re.findall(r"([\d.]+) dB", capsys.readouterr().out))
     assert restored_db > noisy_db + 3
+
+
+def test_z_stack_tiff_is_restored_plane_by_plane(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    stack = rng.integers(100, 2000, (3, 24, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "zstack.tif", stack)  # a plain (Z, Y, X) TIFF, no metadata
+    assert main(["denoise", str(tmp_path / "zstack.tif"), str(tmp_path / "out.tif"), "--iterations", "2", *FAST]) == 0
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.shape == stack.shape and out.dtype == np.uint16
+    assert "restored 3 of 3 planes" in capsys.readouterr().err
+
+
+def test_ome_tiff_axes_decide_and_survive_a_volumetric_run(tmp_path):
+    from napari_dip._io import read_image_file
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, (2, 4, 2, 64, 64), dtype=np.uint16)  # T, Z, C, Y, X
+    meta = {"axes": "TZCYX", "PhysicalSizeZ": 0.5, "PhysicalSizeY": 0.1, "PhysicalSizeX": 0.1}
+    tifffile.imwrite(tmp_path / "in.ome.tif", image, ome=True, metadata=meta)
+    argv = ["denoise", str(tmp_path / "in.ome.tif"), str(tmp_path / "out.ome.tif"), "--volumetric"]
+    assert main([*argv, "--iterations", "1", "--width", "4", "--device", "cpu", "--quiet"]) == 0
+    out = read_image_file(tmp_path / "out.ome.tif")
+    assert out.data.shape == image.shape and out.axes == "TZCYX"
+    assert out.spacing == pytest.approx({"Z": 0.5, "Y": 0.1, "X": 0.1})
+
+
+def test_tile_size_option(tmp_path, capsys):
+    image = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    iio.imwrite(tmp_path / "in.png", image)
+    argv = ["denoise", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--tile-size", "32", "--iterations", "1"]
+    assert main([*argv, *FAST]) == 0
+    assert iio.imread(tmp_path / "out.png").shape == (48, 48)
+    assert "restored 4 of 4 tiles" in capsys.readouterr().err

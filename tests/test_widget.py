@@ -99,7 +99,7 @@ def test_preview_layer_updates_live(dock, qtbot):
     updates = []
     widget.preview_every.value = 2
     previews = []
-    widget._show_preview = (lambda original: lambda data: (previews.append(data.copy()), original(data)))(
+    widget._show_preview = (lambda original: lambda data, *a: (previews.append(data.copy()), original(data, *a)))(
         widget._show_preview
     )
     run(qtbot, widget, iterations=6)
@@ -163,17 +163,214 @@ def test_flash_no_flash_with_rgb_layers(dock, qtbot):
     assert out.rgb and out.data.shape == (32, 32, 3) and out.data.dtype == np.uint8
 
 
-def test_stack_restores_the_plane_on_display(dock, qtbot):
+def stack(planes=3, shape=(32, 32), dtype=np.uint16):
+    """Planes that differ (a gradient times 1, 2, 3, ...), each with its own noise."""
+    return np.stack([gradient(shape, dtype) * (i + 1) for i in range(planes)]).astype(dtype)
+
+
+@pytest.fixture
+def prepared(monkeypatch):
+    """The keywords of every ``prepare`` call the widget makes (the real one still runs)."""
+    calls = []
+    real = _widget.prepare
+
+    def spy(task, image, **kwargs):
+        calls.append({"task": task, "shape": np.shape(image), **kwargs})
+        return real(task, image, **kwargs)
+
+    monkeypatch.setattr(_widget, "prepare", spy)
+    return calls
+
+
+def record_statuses(widget):
+    """Every progress status the widget shows (a magicgui Label does not signal its changes)."""
+    statuses = []
+    original = widget._status
+
+    def spy(step, loss):
+        statuses.append(original(step, loss))
+        return statuses[-1]
+
+    widget._status = spy
+    return statuses
+
+
+def fixed(widget, iterations):
+    """No stopping rule: every unit runs ``iterations``."""
+    widget.auto_stop.value = False
+    widget.iterations.value = iterations
+
+
+def test_mode_picker_shows_only_for_stacks(dock):
     viewer, widget = dock
-    stack = np.stack([gradient() * 0, gradient(), gradient() * 2])
-    viewer.add_image(stack, name="stack")
+    viewer.add_image(gradient(), name="flat")
+    assert not shown(widget.mode)
+    rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    widget.image.value = rgb
+    assert not shown(widget.mode)
+    widget.image.value = viewer.add_image(stack(), name="stack")
+    assert shown(widget.mode)
+    assert widget.mode.value == "planes"
+    assert [widget.mode.native.itemText(i) for i in range(3)] == ["this plane", "every plane", "whole volume"]
+    widget.image.value = rgb
+    assert not shown(widget.mode)
+
+
+def test_this_plane_sits_at_its_own_position(dock, qtbot):
+    viewer, widget = dock
+    data = np.stack([stack(), stack() // 2])  # (T, Z, Y, X) = (2, 3, 32, 32)
+    original = data.copy()
+    viewer.add_image(data, name="stack", scale=(5, 2, 0.5, 0.5), translate=(100, 10, 1, 1))
     viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 2)
+    widget.mode.value = "plane"
+    run(qtbot, widget, iterations=3)
+    out = viewer.layers["stack denoised [plane 1, 2]"]
+    assert out.data.shape == (1, 1, 32, 32) and out.data.dtype == np.uint16
+    assert tuple(out.scale) == (5, 2, 0.5, 0.5) and tuple(out.translate) == (105, 14, 1, 1)
+    assert out.data.any()
+    np.testing.assert_array_equal(data, original)
+    assert widget.status.value.startswith("done: 3 iterations")
+
+
+def test_every_plane_restores_the_whole_stack(dock, qtbot):
+    viewer, widget = dock
+    data = stack()
+    viewer.add_image(data, name="stack", scale=(2, 0.5, 0.5), translate=(5, 1, 1))
+    assert widget.mode.value == "planes"  # the default for a stack
+    fixed(widget, 3)
+    widget.preview_every.value = 1
+    statuses, previews = record_statuses(widget), []
+    original = widget._show_preview
+
+    def spy(plane_data, plane=0):
+        original(plane_data, plane)
+        previews.append((plane, plane_data.shape, widget._preview_layer.data.shape, widget._preview_layer.translate[0]))
+
+    widget._show_preview = spy
+    widget.run()
+    settle(qtbot, widget)
+    out = viewer.layers["stack denoised"]
+    assert out.data.shape == data.shape and out.data.dtype == data.dtype
+    assert tuple(out.scale) == (2, 0.5, 0.5) and tuple(out.translate) == (5, 1, 1)
+    assert all(plane.any() for plane in out.data)  # every plane restored, none left at 0
+    # The preview is the plane being fitted, where that plane lies in the stack.
+    assert {p for p, *_ in previews} == {0, 1, 2}
+    assert all(shape == (32, 32) and layer == (1, 32, 32) and z == 5 + 2 * p for p, shape, layer, z in previews)
+    print(statuses)
+    assert any(s.startswith("plane 2 of 3 · iteration 2/3") and "left" in s for s in statuses)
+    assert widget.status.value.startswith("done: 3 planes, 9 iterations")
+    assert widget.curve.getData()[0][-1] == 3  # the loss curve shows the current plane only
+    assert not [lay for lay in viewer.layers if "preview" in lay.name]
+
+
+def test_whole_volume_fits_one_3d_network(dock, qtbot, prepared):
+    viewer, widget = dock
+    data = stack(8, (64, 64))
+    viewer.add_image(data, name="volume", scale=(2, 1, 1), translate=(0, 3, 3))
+    widget.mode.value = "volume"
+    fixed(widget, 2)
+    widget.run()
+    settle(qtbot, widget)
+    assert prepared[-1]["volumetric"] is True and prepared[-1]["spacing"] == (2, 1, 1)
+    out = viewer.layers["volume denoised"]
+    assert out.data.shape == data.shape and out.data.dtype == data.dtype
+    assert tuple(out.scale) == (2, 1, 1) and tuple(out.translate) == (0, 3, 3)
+    assert widget.status.value.startswith("done: 2 iterations")
+
+
+def test_stop_mid_stack_keeps_the_planes_done(dock, qtbot):
+    viewer, widget = dock
+    viewer.add_image(stack(4), name="stack")
+    fixed(widget, 40)
+    widget.preview_every.value = 1
+    widget.run()
+    qtbot.waitUntil(lambda: widget._job is not None and widget._job.schedule.done >= 1, timeout=TIMEOUT)
+    widget.run_button.changed.emit(None)  # the user presses Stop
+    settle(qtbot, widget)
+    (out,) = [lay for lay in viewer.layers if lay.name.startswith("stack denoised")]
+    done = out.data.any(axis=(1, 2))
+    k = int(done.sum())
+    assert 1 <= k < 4 and done[:k].all() and not done[k:].any()  # the planes done, then zeros
+    assert out.data.shape == (4, 32, 32)
+    assert out.name == (f"stack denoised (planes 1-{k} of 4)" if k > 1 else "stack denoised (plane 1 of 4)")
+    assert widget.status.value.startswith(f"stopped: {k} of 4 planes restored")
+
+
+def test_stop_within_the_first_plane_keeps_it_as_it_is(dock, qtbot):
+    viewer, widget = dock
+    viewer.add_image(stack(), name="stack")
+    fixed(widget, 100_000)
+    widget.preview_every.value = 1
+    widget.run()
+    qtbot.waitUntil(lambda: bool(widget._losses), timeout=TIMEOUT)
+    widget.stop()
+    settle(qtbot, widget)
+    (out,) = [lay for lay in viewer.layers if lay.name.startswith("stack denoised")]
+    assert out.name.startswith("stack denoised (plane 1 of 3, stopped at ")
+    assert out.data.shape == (3, 32, 32) and out.data[0].any() and not out.data[1:].any()
+    assert widget.status.value.startswith("stopped: 0 of 3 planes restored; plane 1 kept")
+
+
+def test_plane_ranges_and_kept_planes():
+    from napari_dip._layers import Output, plane_ranges
+
+    assert plane_ranges(np.array([1, 1, 1, 0, 1, 0], bool)) == "1-3, 5"
+    output = Output("x", {"scale": (1, 1, 1, 1), "translate": (0, 0, 0, 0)}, plane_shape=(2, 2))
+    kept = output.keep_planes(np.ones((2, 2, 4, 4), np.uint16), np.array([1, 1, 0, 0], bool))
+    assert kept.dtype == np.uint16 and kept[0].all() and not kept[1].any()
+    data, kwargs = output.plane_layer(np.ones((4, 4)), plane=3)
+    assert data.shape == (1, 1, 4, 4) and kwargs["translate"] == (1, 1, 0, 0)
+
+
+def test_tiles_pass_through(dock, qtbot, prepared):
+    viewer, widget = dock
+    viewer.add_image(gradient((48, 48)), name="big")
+    fixed(widget, 2)
+    widget.preview_every.value = 1
+    statuses = record_statuses(widget)
+    widget.run()
+    settle(qtbot, widget)
+    assert prepared[-1]["tile_size"] == "auto"  # 0: whole planes unless memory requires tiles
+    widget.tile_size.value = 32
+    widget.run()
+    settle(qtbot, widget)
+    assert prepared[-1]["tile_size"] == 32
+    assert any("tile 2 of 4" in s for s in statuses)
+    assert widget.status.value.startswith("done: 8 iterations")  # 4 tiles of 2
+    assert viewer.layers[-1].data.shape == (48, 48)
+
+
+def test_inpaint_every_plane_with_a_2d_mask(dock, qtbot):
+    viewer, widget = dock
+    data = stack(2, dtype=np.uint8)
+    labels = np.zeros((32, 32), np.uint8)
+    labels[10:20, 10:20] = 1
+    viewer.add_image(data, name="img")
+    viewer.add_labels(labels, name="holes")
+    widget.task.value = "inpaint"
+    widget.reset_choices()
+    widget.image.value = viewer.layers["img"]
     run(qtbot, widget, iterations=2)
-    out = viewer.layers["stack denoised [plane 1]"]
-    assert out.data.shape == (32, 32)
+    out = viewer.layers["img inpainted"].data
+    assert out.shape == data.shape
+    np.testing.assert_array_equal(out[:, labels == 0], data[:, labels == 0])
 
 
-@pytest.mark.parametrize("key", ["noisy", "damaged", "low-resolution", "flash"])
+def test_memory_error_is_a_notification(dock, messages, monkeypatch):
+    viewer, widget = dock
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("this fit needs ~40 GiB; set a tile size of 256 or less")
+
+    monkeypatch.setattr(_widget, "prepare", too_large)
+    viewer.add_image(stack(), name="stack")
+    widget.run()
+    assert messages[-1] == ("error", "Deep Image Prior: this fit needs ~40 GiB; set a tile size of 256 or less")
+    assert not widget.running
+
+
+@pytest.mark.parametrize("key", ["noisy", "damaged", "low-resolution", "flash", "fluorescence-stack"])
 def test_each_sample_loads(make_napari_viewer, key):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-dip", key)
@@ -256,7 +453,13 @@ def test_closing_the_viewer_stops_the_worker(make_napari_viewer, qtbot):
 
 @pytest.mark.parametrize(
     ("sample", "task"),
-    [("noisy", "denoise"), ("damaged", "inpaint"), ("low-resolution", "super-resolve"), ("flash", "flash-no-flash")],
+    [
+        ("noisy", "denoise"),
+        ("damaged", "inpaint"),
+        ("low-resolution", "super-resolve"),
+        ("flash", "flash-no-flash"),
+        ("fluorescence-stack", "denoise"),
+    ],
 )
 def test_demo_opens_each_sample_ready_to_run(sample, task, qtbot):
     from napari_dip._cli import open_demo
@@ -269,6 +472,8 @@ def test_demo_opens_each_sample_ready_to_run(sample, task, qtbot):
         if task == "flash-no-flash":
             assert widget.flash.value is viewer.layers["coffee (flash)"]
             assert widget.image.value is viewer.layers["coffee (no flash)"]
+        if sample == "fluorescence-stack":  # a Z-stack: the stack modes are offered, every plane first
+            assert shown(widget.mode) and widget.mode.value == "planes"
     finally:
         viewer.close()
 

@@ -209,7 +209,14 @@ class Job:
         return self.layout.plane_to_user(self.value_map.to_user(plane, axis=0))
 
     def result(self) -> np.ndarray:
-        return self.to_user(self.schedule.result())
+        """The restored array; planes no fit has reached yet (after a stop) are 0."""
+        restored = self.to_user(self.schedule.result())
+        started = self.schedule.planes_started
+        if not started.all():
+            ones = [1] * (self.schedule.image.ndim - 2)
+            flags = np.broadcast_to((~started).reshape(-1, 1, *ones), (started.size, self.layout.channels, *ones))
+            restored = np.where(self.layout.to_user(flags), 0, restored).astype(restored.dtype)
+        return restored
 
     def run(self, callback: Callback | None = None) -> np.ndarray:
         for step in self.schedule:
@@ -303,8 +310,15 @@ def prepare(
     check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
     vmap = value_map(standard, rgb, known)
     unit = vmap.to_unit(standard, axis=1)
-    # Isolated outliers (hot pixels) lie outside [0, 1], where the sigmoid output cannot
-    # go: clip the target there, or their huge residuals would dominate the loss.
+    # Values outside the robust range are isolated outliers (hot or dead pixels; the
+    # range holds every pixel a neighbour backs up): left out of the loss, as missing
+    # pixels are, or the network would fit them in the end. They are then filled in.
+    outliers = ((unit < 0) | (unit > 1)).any(axis=1)
+    if known is not None:
+        outliers &= known
+        known = known & ~outliers
+    elif outliers.any():
+        known = ~outliers
     np.clip(unit, 0.0, 1.0, out=unit)
     if known is not None:
         np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter

@@ -25,7 +25,13 @@ from .stopping import RULES
 
 PROG = "napari-dip"
 #: napari sample key -> the task it demonstrates.
-SAMPLE_TASKS = {"noisy": "denoise", "damaged": "inpaint", "low-resolution": "super-resolve", "flash": "flash-no-flash"}
+SAMPLE_TASKS = {
+    "noisy": "denoise",
+    "damaged": "inpaint",
+    "low-resolution": "super-resolve",
+    "flash": "flash-no-flash",
+    "fluorescence-stack": "denoise",
+}
 
 
 def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:

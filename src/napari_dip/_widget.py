@@ -15,12 +15,13 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._api import AUTO_STOP_CAP, AUTO_STOP_TASKS, Job, prepare
-from ._layers import Output, current_plane, output_for
+from ._layers import DEFAULT_MODE, MODE_LABELS, Output, companion, modes_for, output_for, plane_ranges, select
 from .fit import TASKS, task_defaults
 from .networks import NETWORKS
 from .stopping import DEFAULT_RULE, RULES
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import napari
 
     from .fit import Progress
+    from .schedule import Step
 
 TASK_LABELS = {
     "denoise": "Denoise",
@@ -48,9 +50,9 @@ class FitFailed(Exception):
     among them) with a warning instead of emitting ``errored``."""
 
 
-def _steps(fit: Any) -> Iterator[Progress]:
+def _steps(schedule: Any) -> Iterator[Step]:
     try:
-        yield from fit
+        yield from schedule
     except Exception as err:
         raise FitFailed(str(err)) from err
 
@@ -85,6 +87,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def _seconds_left(step: Step) -> float | None:
+    """Time left for the whole run: the schedule's estimate once a unit has finished;
+    before that, the first unit's own pace (unknown under a stopping rule)."""
+    left = step.seconds_left
+    record = step.record
+    if left is not None or record.statistics is not None or record.iteration == 0:
+        return left
+    per_unit = record.elapsed / record.iteration * record.iterations
+    return per_unit - record.elapsed + per_unit * (step.units - step.done - 1)
+
+
 class DeepImagePriorWidget(QWidget):
     """Deep Image Prior restoration of the selected layer (dock widget)."""
 
@@ -95,6 +108,8 @@ class DeepImagePriorWidget(QWidget):
         self._job: Job | None = None
         self._output: Output | None = None
         self._preview_layer: Image | None = None
+        self._progress: progress | None = None
+        self._unit = -1  # the unit (plane, tile) whose loss the curve shows
         self._losses: list[np.ndarray] = []
         self._statistics: list[np.ndarray] = []
         self._iterations_default = 3000
@@ -106,6 +121,13 @@ class DeepImagePriorWidget(QWidget):
         cuda = any(d.startswith("cuda") for d in devices)
         self.task = ComboBox(label="Task", choices=[(TASK_LABELS[t], t) for t in TASKS], value="denoise")
         self.image = ComboBox(label="Image", choices=self._layer_choices(Image), nullable=False)
+        self.mode = ComboBox(
+            label="Planes",
+            choices=[(MODE_LABELS[m], m) for m in MODE_LABELS],
+            value=DEFAULT_MODE,
+            tooltip="for a stack: restore the plane on display, every plane in turn (each warm-started "
+            "from the previous one), or the whole volume with one 3-D network",
+        )
         self.mask = ComboBox(
             label="Mask (labels)", choices=self._layer_choices(Labels), tooltip="label > 0 marks pixels to fill"
         )
@@ -128,6 +150,15 @@ class DeepImagePriorWidget(QWidget):
         self.lr = FloatSpinBox(label="Learning rate", value=0.01, min=1e-5, max=1.0, step=0.001)
         self.device = ComboBox(label="Device", choices=devices, value="auto")
         self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self.tile_size = SpinBox(
+            label="Tile size (0 = auto)",
+            value=0,
+            min=0,
+            max=16_384,
+            step=64,
+            tooltip="restore each plane in overlapping tiles of this side (>= 16 pixels), blended without "
+            "seams; 0: whole planes, in tiles only when memory requires",
+        )
         self.preview_every = SpinBox(
             label="Preview every (0 = 1 s)",
             value=0,
@@ -141,6 +172,7 @@ class DeepImagePriorWidget(QWidget):
             widgets=[
                 self.task,
                 self.image,
+                self.mode,
                 self.mask,
                 self.flash,
                 self.scale,
@@ -152,6 +184,7 @@ class DeepImagePriorWidget(QWidget):
                 self.lr,
                 self.device,
                 self.seed,
+                self.tile_size,
                 self.preview_every,
                 self.run_button,
                 self.status,
@@ -159,6 +192,7 @@ class DeepImagePriorWidget(QWidget):
         )
         self.lr.native.setDecimals(4)
         self.task.changed.connect(self._task_changed)
+        self.image.changed.connect(self._image_changed)
         self.auto_stop.changed.connect(self._auto_stop_changed)
         self.scale.changed.connect(self._task_changed)
         self.run_button.changed.connect(self._run_clicked)
@@ -196,6 +230,7 @@ class DeepImagePriorWidget(QWidget):
         layout.addWidget(self.statistic_plot)
         layout.addStretch()
         self._task_changed()
+        self._image_changed()
 
     def sizeHint(self) -> QSize:  # leave the canvas most of the window
         return QSize(380, 640)
@@ -210,6 +245,10 @@ class DeepImagePriorWidget(QWidget):
     def reset_choices(self, *_: Any) -> None:
         """napari calls this when layers are added, removed or reordered."""
         self.form.reset_choices()
+
+    def _image_changed(self, *_: Any) -> None:
+        """The mode picker shows only for a layer with more than two spatial axes."""
+        self.mode.visible = bool(modes_for(self.image.value))
 
     def _task_changed(self, *_: Any) -> None:
         task = self.task.value
@@ -251,23 +290,27 @@ class DeepImagePriorWidget(QWidget):
         except (ValueError, TypeError) as err:
             show_error(f"Deep Image Prior: {err}")
             return
+        except MemoryError as err:  # the engine's estimate: its message says what to change
+            self._too_large(err)
+            return
         except RuntimeError as err:  # setting up allocates on the device already
             if not _is_out_of_memory(err):
                 raise
             self._out_of_memory()
             return
         self._job, self._output = job, output
-        self._losses, self._statistics = [], []
-        self.curve.setData([], [])
-        self.statistic_curve.setData([], [])
-        for line in self.best_lines:
-            line.setVisible(False)
+        self._new_unit(-1)
         self._started = time.perf_counter()
-        total = job.fit.iterations
+        schedule = job.schedule
+        units = len(schedule.units)
+        # Several units: count those (under a stopping rule a unit's length is unknown);
+        # one: count its iterations.
+        self._progress = progress(
+            total=units if units > 1 else self.iterations.value, desc=f"Deep Image Prior: {output.name}"
+        )
         worker = create_worker(
             _steps,
-            job.fit,
-            _progress={"total": total, "desc": f"Deep Image Prior: {output.name}"},
+            schedule,
             _start_thread=False,
             _ignore_errors=True,  # _on_error reports them, once
         )
@@ -278,12 +321,14 @@ class DeepImagePriorWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.run_button.text = "Stop"
-        self.status.value = f"starting on {job.fit.device} …"
+        device = schedule.options.get("device", self.device.value)
+        what = f" {output.planes} {output.unit}s" if output.planes > 1 else ""
+        self.status.value = f"starting{what} on {device} …"
         self._watch_window()
         worker.start()
 
     def stop(self) -> None:
-        """Stop after the current iteration and keep the averaged result so far."""
+        """Stop after the current iteration and keep what is restored so far."""
         if self._worker is not None:
             self._worker.quit()
             self.status.value = "stopping …"
@@ -295,32 +340,36 @@ class DeepImagePriorWidget(QWidget):
             for signal in (worker.yielded, worker.returned, worker.aborted, worker.errored, worker.finished):
                 signal.disconnect()
             worker.quit()
+        self._close_progress()
         self._job = None
 
     def _prepare(self) -> tuple[Job, Output]:
         task, layer = self.task.value, self.image.value
         if layer is None:
             raise ValueError("choose an Image layer to restore (open one, or File > Open Sample > napari-dip)")
-        plane = current_plane(layer, self.viewer.dims.point)
+        point = self.viewer.dims.point
+        selection = select(layer, self.mode.value, point)
         extra: dict[str, Any] = {}
         if task == "inpaint":
             if self.mask.value is None:
                 raise ValueError("choose a Labels layer marking the pixels to fill (add one and paint on it)")
-            labels = current_plane(self.mask.value, self.viewer.dims.point).data
-            extra["mask"] = labels > 0
+            # Same shape as the image, or a 2-D labels layer that the engine broadcasts over the planes.
+            extra["mask"] = companion(self.mask.value, selection, point) > 0
         elif task == "super-resolve":
             extra["scale"] = self.scale.value
         elif task == "flash-no-flash":
             if self.flash.value is None:
                 raise ValueError("choose the flash Image layer")
-            flash = current_plane(self.flash.value, self.viewer.dims.point)
-            if flash.channel_axis != plane.channel_axis:
+            if bool(getattr(self.flash.value, "rgb", False)) != (selection.channel_axis is not None):
                 raise ValueError("flash and no-flash layers must both be RGB or both be grey")
-            extra["flash"] = flash.data
+            extra["flash"] = companion(self.flash.value, selection, point)
         job = prepare(
             task,
-            plane.data,
-            channel_axis=plane.channel_axis,
+            selection.data,
+            channel_axis=selection.channel_axis,
+            volumetric=selection.volumetric,
+            spacing=selection.spacing,
+            tile_size=self.tile_size.value or "auto",
             iterations=self.iterations.value,
             network=self.network.value,
             width=self.width.value,
@@ -331,24 +380,71 @@ class DeepImagePriorWidget(QWidget):
             stopping=self.rule.value if self.auto_stop.value else None,
             **extra,
         )
-        return job, output_for(layer, task, plane, self.scale.value if task == "super-resolve" else 1)
+        return job, output_for(layer, task, selection, self.scale.value if task == "super-resolve" else 1)
 
     # -- worker signals (GUI thread) --------------------------------------------------
-    def _on_progress(self, record: Progress) -> None:
-        if record.preview is None or self._job is None:
+    def _on_progress(self, step: Step) -> None:
+        record = step.record
+        if record.preview is None or self._job is None or self._output is None:
             return
+        if step.unit != self._unit:  # the curves show the unit being fitted
+            self._new_unit(step.unit)
         self._losses.append(record.losses)
         losses = np.concatenate(self._losses)
         self.curve.setData(np.arange(1, len(losses) + 1), np.maximum(losses, 1e-12))
-        self._show_preview(self._job.to_user(record.preview))
-        left = record.elapsed / record.iteration * (record.iterations - record.iteration)
-        status = f"iteration {record.iteration}/{record.iterations} · {_duration(record.elapsed)} elapsed · "
+        if step.plane_preview is not None:
+            self._show_preview(self._preview_data(step.plane_preview), step.plane)
         if record.statistics is not None:
             self._show_statistic(record)
-            status += f"best at {record.best_iteration}" if record.best_iteration else "watching"
-        else:
-            status += f"~{_duration(left)} left"
-        self.status.value = f"{status} · loss {losses[-1]:.2e}"
+        self.status.value = self._status(step, float(losses[-1]))
+        # Last: napari's progress bar processes pending events when it moves, which may
+        # run the handlers of later steps, or of the end of the run, right here.
+        self._advance_progress(step)
+
+    def _new_unit(self, unit: int) -> None:
+        self._unit = unit
+        self._losses, self._statistics = [], []
+        self.curve.setData([], [])
+        self.statistic_curve.setData([], [])
+        for line in self.best_lines:
+            line.setVisible(False)
+
+    def _preview_data(self, plane: np.ndarray) -> np.ndarray:
+        job, output = self._job, self._output
+        if not output.plane_shape:
+            # One unit: the whole result, with an inpainting's known pixels put back.
+            return job.to_user(plane[None])
+        return job.plane_to_user(plane)
+
+    def _status(self, step: Step, loss: float) -> str:
+        record = step.record
+        parts = []
+        if step.planes > 1:
+            parts.append(f"{self._output.unit} {step.plane + 1} of {step.planes}")
+        if step.tiles > 1:
+            parts.append(f"tile {step.tile + 1} of {step.tiles}")
+        parts += [f"iteration {record.iteration}/{record.iterations}", f"{_duration(step.elapsed)} elapsed"]
+        if record.statistics is not None:
+            parts.append(f"best at {record.best_iteration}" if record.best_iteration else "watching")
+        left = _seconds_left(step)
+        if left is not None:
+            parts.append(f"~{_duration(left)} left")
+        parts.append(f"loss {loss:.2e}")
+        return " · ".join(parts)
+
+    def _advance_progress(self, step: Step) -> None:
+        bar, job = self._progress, self._job
+        if bar is None or job is None:
+            return
+        # The schedule's own count of finished units is current; the step may lag behind it.
+        n = job.schedule.done if step.units > 1 else step.record.iteration
+        if n > bar.n:
+            bar.update(n - bar.n)
+
+    def _close_progress(self) -> None:
+        bar, self._progress = self._progress, None
+        if bar is not None:
+            bar.close()
 
     def _show_statistic(self, record: Progress) -> None:
         self._statistics.append(record.statistics)
@@ -360,12 +456,16 @@ class DeepImagePriorWidget(QWidget):
             line.setVisible(bool(record.best_iteration))
             line.setValue(record.best_iteration or 0)
 
-    def _show_preview(self, data: np.ndarray) -> None:
+    def _show_preview(self, data: np.ndarray, plane: int = 0) -> None:
+        """Show ``data``, one plane (or the single unit) in the input's dtype, at the
+        position of plane ``plane`` of the stack."""
+        data, kwargs = self._output.plane_layer(data, plane)
         layer = self._preview_layer
         if layer is not None and layer in self.viewer.layers:
             layer.data = data
+            if not np.allclose(layer.translate, kwargs["translate"]):
+                layer.translate = kwargs["translate"]  # the next plane: follow it
             return
-        kwargs = dict(self._output.kwargs)
         kwargs["name"] = f"{self._output.name} (preview)"
         self._preview_layer = self.viewer.add_image(data, **kwargs)
 
@@ -373,28 +473,86 @@ class DeepImagePriorWidget(QWidget):
         job, output = self._job, self._output
         if job is None or output is None:
             return
-        fit = job.fit
-        name = output.name
-        state = "done"
-        if fit.stopped_early:
-            state = f"stopped automatically, best output at iteration {fit.best_iteration}"
-        elif fit.iteration < fit.iterations:
-            name += f" (stopped at {fit.iteration})"
-            state = "stopped"
-        result = job.result()
-        self._remove_preview()
-        self.viewer.add_image(result, name=name, **output.kwargs)
         seconds = time.perf_counter() - self._started
-        self.status.value = f"{state}: {fit.iteration} iterations in {_duration(seconds)}"
+        self._remove_preview()
+        if job.schedule.planes > 1:
+            self._finish_stack(job, output, seconds)
+        else:
+            self._finish_one(job, output, seconds)
+
+    def _finish_one(self, job: Job, output: Output, seconds: float) -> None:
+        """One image (or volume), maybe in tiles: finished, or stopped with its result so far."""
+        schedule, fit = job.schedule, job.fit
+        summaries, units = schedule.summaries, len(schedule.units)
+        iterations = sum(s.iterations for s in summaries) + (fit.iteration if fit is not None else 0)
+        name = output.name
+        if schedule.planes_done.all():
+            early = [s for s in summaries if s.stopped_early]
+            state = "done"
+            if units == 1 and early:
+                state = f"stopped automatically, best output at iteration {early[0].best_iteration}"
+            elif early:
+                state = f"done ({len(early)} of {units} tiles stopped automatically)"
+        elif iterations == 0:
+            self.status.value = "stopped before the first iteration: nothing to keep"
+            return
+        else:
+            state = "stopped"
+            if units == 1:
+                name += f" (stopped at {fit.iteration})"
+            else:
+                name += f" (stopped at tile {schedule.done + (fit is not None)} of {units})"
+        self.viewer.add_image(output.full(job.result()), name=name, **output.kwargs)
+        self.status.value = f"{state}: {iterations} iterations in {_duration(seconds)}"
+
+    def _finish_stack(self, job: Job, output: Output, seconds: float) -> None:
+        """Planes (or volumes) one after another: all restored, or stopped: the finished
+        ones are kept and the rest are 0."""
+        schedule, fit = job.schedule, job.fit
+        summaries, planes, unit = schedule.summaries, schedule.planes, output.unit
+        done = schedule.planes_done
+        iterations = sum(s.iterations for s in summaries)
+        took = _duration(seconds)
+        if done.all():
+            early = sum(s.stopped_early for s in summaries)
+            automatic = f" ({early} stopped automatically)" if early else ""
+            self.viewer.add_image(output.full(job.result()), name=output.name, **output.kwargs)
+            self.status.value = f"done: {planes} {unit}s{automatic}, {iterations} iterations in {took}"
+            return
+        if done.any():
+            # The plane being fitted is half done: leave it out, as the planes not reached.
+            kept = output.keep_planes(job.result(), done)
+            label = f"{unit}s" if done.sum() > 1 else unit
+            self.viewer.add_image(
+                kept, name=f"{output.name} ({label} {plane_ranges(done)} of {planes})", **output.kwargs
+            )
+            self.status.value = f"stopped: {done.sum()} of {planes} {unit}s restored in {took}"
+            return
+        if fit is None or fit.iteration == 0:
+            self.status.value = f"stopped: 0 of {planes} {unit}s restored, nothing to keep"
+            return
+        # Stopped within the first plane: keep it as it is, as for a single image.
+        current = schedule.units[schedule.done].plane  # units run in order: the next unfinished one
+        only = np.arange(planes) == current
+        kept = output.keep_planes(job.result(), only)
+        name = f"{output.name} ({unit} {current + 1} of {planes}, stopped at {fit.iteration})"
+        self.viewer.add_image(kept, name=name, **output.kwargs)
+        self.status.value = f"stopped: 0 of {planes} {unit}s restored; {unit} {current + 1} kept as it was"
 
     def _on_error(self, err: BaseException) -> None:
         err = err.__cause__ or err
         self._remove_preview()
-        if _is_out_of_memory(err):
+        if isinstance(err, MemoryError):
+            self._too_large(err)
+        elif _is_out_of_memory(err):
             self._out_of_memory()
         else:
             show_error(f"Deep Image Prior failed: {err}")
             self.status.value = f"failed: {err}"
+
+    def _too_large(self, err: MemoryError) -> None:
+        show_error(f"Deep Image Prior: {err}")
+        self.status.value = "too large for memory: see the message"
 
     def _out_of_memory(self) -> None:
         self._job = None
@@ -405,6 +563,7 @@ class DeepImagePriorWidget(QWidget):
     def _on_finished(self) -> None:
         self._worker = None
         self._job = None
+        self._close_progress()
         self.run_button.text = "Run"
         self._unwatch_window()
         # The worker still holds the fit until superqt discards it after this signal:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .networks import Prior, build_network, input_channels
-from .operators import Identity, LanczosDownsample, Mask, Region, data_loss
+from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
@@ -192,7 +192,10 @@ class Fit:
         The measured image: noisy, damaged, low-resolution or no-flash. Four axes
         make a volumetric fit: one 3-D network over (Z, Y, X).
     known : ndarray of bool, shape (h, w) or (d, h, w), optional
-        Inpainting only: True where pixels are known.
+        True where the measured pixels are trusted; the others are left out of the
+        loss. Inpainting needs it (False: the pixels to fill, returned from the
+        network, the known ones as measured); for the other tasks it masks
+        outliers such as a camera's hot pixels, which the network then fills in.
     factor : int
         Super-resolution only: the output is ``factor`` times larger along Y and X.
     guide : ndarray, shape (C', h, w) or (C', d, h, w), optional
@@ -299,17 +302,17 @@ class Fit:
 
             self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
             measured = self._image[None]
-            self._known = None
-            if task == "inpaint":
-                if known is None:
-                    raise ValueError("inpainting needs a mask of known pixels")
-                self._known = torch.from_numpy(np.asarray(known, dtype=bool))
-                operator = Mask(self._known, region)
-                measured = measured * self._known
-            elif task == "super-resolve":
+            self._known = None if known is None else torch.from_numpy(np.asarray(known, dtype=bool))
+            if task == "inpaint" and known is None:
+                raise ValueError("inpainting needs a mask of known pixels")
+            if task == "super-resolve":
                 operator = LanczosDownsample(scale, region)
+                if self._known is not None:
+                    operator = Masked(operator, self._known)
             else:
-                operator = Identity(region)
+                operator = Identity(region) if self._known is None else Mask(self._known, region)
+            if self._known is not None:
+                measured = measured * self._known
 
             self.rule = None if stopping is None else make_rule(stopping)
             held_out = None
@@ -503,6 +506,6 @@ class Fit:
             else:
                 average = self._average if self.iteration else self.net(self._z)
             out = average[(0, slice(None), *self.output_region)].float().cpu()
-        if self._known is not None:
+        if self.task == "inpaint":
             out = torch.where(self._known, self._image, out)
         return out.numpy()

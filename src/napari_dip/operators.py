@@ -108,3 +108,18 @@ class LanczosDownsample(nn.Module):
         planes = F.conv2d(planes, self.row_taps, stride=(1, f))
         planes = F.conv2d(planes, self.col_taps, stride=(f, 1))
         return planes.reshape(*lead, h // f, w // f)[(..., *self.region)]
+
+
+class Masked(nn.Module):
+    """``m * d(x)`` for any operator ``d``: measured values with ``m`` = 0 are left out
+    of the loss (super-resolution of an image with hot pixels, say). The measured
+    image must be masked the same way."""
+
+    def __init__(self, inner: nn.Module, known: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("known", known.to(torch.float32)[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.known
+

@@ -24,11 +24,16 @@ from typing import Any
 import numpy as np
 
 from .fit import Checkpoint, Fit, Progress
+from .stopping import make_rule
 
 #: Overlap between neighbouring tiles, as a fraction of the tile side (at least
 #: ``MIN_OVERLAP`` pixels): enough context that each tile's border is fitted well.
 OVERLAP = 0.25
 MIN_OVERLAP = 8
+#: Stopping-rule settings of warm-started units (``make_rule`` keywords); None keeps the
+#: rule's defaults. A warm unit starts near its answer, so its statistic settles sooner:
+#: measured (benchmarks/stack_warm_start.py) a shorter window and patience cost no quality.
+WARM_RULE: dict[str, int] | None = {"window": 50, "patience": 100}
 
 
 def tile_starts(length: int, size: int, overlap: int) -> list[int]:
@@ -106,7 +111,7 @@ class Step:
     record: Progress
     #: Seconds since the schedule started.
     elapsed: float
-    #: Units finished before this one.
+    #: Units finished, counting this one when this record ends it.
     done: int
     #: Seconds each finished unit took, in order.
     unit_seconds: tuple[float, ...] = ()
@@ -122,8 +127,8 @@ class Step:
             return None
         warm = self.unit_seconds[1:] or self.unit_seconds
         mean = sum(warm) / len(warm)
-        current = self.elapsed - sum(self.unit_seconds)
-        return max(mean - current, 0.0) + mean * (self.units - self.done - 1)
+        current = self.elapsed - sum(self.unit_seconds)  # 0 when this record ends a unit
+        return max(mean * (self.units - self.done) - current, 0.0)
 
 
 @dataclass
@@ -161,7 +166,8 @@ class Schedule:
     image : ndarray, shape (P, C, H, W) or (P, C, D, H, W)
         P planes (or volumes) to restore in turn.
     known : ndarray of bool, shape (P, *S), optional
-        Inpainting: True where pixels are known.
+        True where measured pixels are trusted (``Fit``'s ``known``): inpainting's
+        mask, or the pixels that are not outliers.
     guide : ndarray, shape (P, C', *S), optional
         Flash/no-flash: the flash images.
     factor : int
@@ -249,13 +255,24 @@ class Schedule:
         if self.warm_start:
             init = self._checkpoints.get(unit.tile, self._last)
         image = np.ascontiguousarray(self.image[(unit.plane, slice(None), *unit.region)])
-        return Fit(self.task, image, init=init, **extra, **self.options)
+        options = dict(self.options)
+        if init is not None and WARM_RULE is not None and isinstance(options.get("stopping"), str):
+            options["stopping"] = make_rule(options["stopping"], **WARM_RULE)
+        return Fit(self.task, image, init=init, **extra, **options)
 
     # -- running -------------------------------------------------------------------
     @property
     def done(self) -> int:
         """Units finished."""
         return len(self.summaries)
+
+    @property
+    def planes_started(self) -> np.ndarray:
+        """(P,) True for the planes with a finished unit or the unit being fitted."""
+        started = self._assembly.weight.reshape(self.planes, -1).any(axis=1)
+        if self.fit is not None and self._current is not None:
+            started[self._current.plane] = True
+        return started
 
     @property
     def planes_done(self) -> np.ndarray:
@@ -268,7 +285,7 @@ class Schedule:
             if self.fit is None:
                 unit = self.units[self._next]
                 self._next += 1
-                if self.known is not None and self.known[(unit.plane, *unit.region)].all():
+                if self.task == "inpaint" and self.known[(unit.plane, *unit.region)].all():
                     self._finish_without_fit(unit)  # nothing to fill here
                     continue
                 started = time.perf_counter()
@@ -298,7 +315,7 @@ class Schedule:
                 len(self.tiles),
                 record,
                 self._elapsed,
-                self.done - finished,
+                self.done,
                 tuple(s.seconds for s in self.summaries),
                 preview,
             )
