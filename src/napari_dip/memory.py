@@ -6,8 +6,8 @@ tensor storage as it is created and frees it when it dies: an allocator
 simulation whose peak is exact for the tensors themselves, in well under a
 second even for a 16384² canvas. A per-device factor covers what tensors do not
 show (allocator slack, library workspaces). ``available_bytes`` says what the
-device has free, ``check_fits``/``advice`` turn the comparison into a clear
-``MemoryError``, and ``largest_tile`` tells the tiling code how big a tile fits.
+device has free, ``advice`` words the ``MemoryError`` of a fit that would not
+fit, and ``largest_tile`` tells the tiling code how big a tile fits.
 
 Engine-level like ``fit.py``: imports torch, not napari; ``import napari_dip``
 does not import it.
@@ -379,21 +379,6 @@ def advice(
     if dev.type != "cpu":
         remedies.append("run on the CPU (device='cpu') if it has more memory")
     return f"{text}; {', or '.join(remedies)}."
-
-
-def check_fits(
-    estimate: int,
-    available: int,
-    what: str,
-    *,
-    device: str | torch.device = "cpu",
-    tile_size: int | None = None,
-    width: int | None = None,
-) -> None:
-    """Raise ``MemoryError`` (with ``advice``) if ``estimate`` exceeds the usable share of
-    ``available``."""
-    if estimate > usable_bytes(available):
-        raise MemoryError(advice(estimate, available, what, device=device, tile_size=tile_size, width=width))
 
 
 def largest_tile(
