@@ -5,7 +5,8 @@ tile of a plane when the plane is too large — each unit its own ``Fit``. Units
 of equal shape share the canvas and the input z (same seed), so a unit can be
 **warm-started** from the weights and Adam state of the same tile in the
 previous plane (neighbouring planes look alike): it starts near the answer and
-its stopping rule ends it sooner. Tiles overlap and are blended with tapered
+its stopping rule ends it sooner. Neighbouring tiles of one plane differ too
+much for that, so they start from scratch. Tiles overlap and are blended with tapered
 weights, so no seam shows.
 
 ``Schedule`` is a generator like ``Fit``: iterate to run, stop between any two
@@ -176,7 +177,8 @@ class Schedule:
         Restore each plane in overlapping square tiles of this side (Y and X),
         blended; ``None``: whole planes.
     warm_start : bool
-        Start each unit from the previous plane's weights for the same tile.
+        Start each unit from the weights of the same tile in the previous plane
+        (the tiles of one plane are fitted from scratch).
     **options
         Passed to every ``Fit`` (network, width, iterations, lr, seed, device,
         stopping, preview_every, anisotropy, ...).
@@ -223,7 +225,6 @@ class Schedule:
         self._current: Unit | None = None
         self._next = 0
         self._checkpoints: dict[int, Checkpoint] = {}
-        self._last: Checkpoint | None = None
         self._elapsed = 0.0
         self._warm = False
 
@@ -251,9 +252,9 @@ class Schedule:
             extra["guide"] = self.guide[(unit.plane, slice(None), *unit.region)]
         if self.task == "super-resolve":
             extra["factor"] = self.factor
-        init = None
-        if self.warm_start:
-            init = self._checkpoints.get(unit.tile, self._last)
+        # Only from the same tile of the previous plane: warm-starting a tile from its
+        # neighbour in the same plane cost 1.4 dB (benchmarks/tiles.py).
+        init = self._checkpoints.get(unit.tile) if self.warm_start else None
         image = np.ascontiguousarray(self.image[(unit.plane, slice(None), *unit.region)])
         options = dict(self.options)
         if init is not None and WARM_RULE is not None and isinstance(options.get("stopping"), str):
@@ -290,7 +291,7 @@ class Schedule:
                     continue
                 started = time.perf_counter()
                 self._current = unit
-                self._warm = self.warm_start and (unit.tile in self._checkpoints or self._last is not None)
+                self._warm = self.warm_start and unit.tile in self._checkpoints
                 self.fit = self._make_fit(unit)
                 self._elapsed += time.perf_counter() - started
             yield from self._run_current()
@@ -325,11 +326,8 @@ class Schedule:
 
     def _finish(self, unit: Unit, fit: Fit) -> None:
         self._add(unit, fit.result())
-        if self.warm_start:
-            checkpoint = fit.checkpoint()
-            self._last = checkpoint
-            if self.planes > 1:
-                self._checkpoints[unit.tile] = checkpoint
+        if self.warm_start and unit.plane < self.planes - 1:
+            self._checkpoints[unit.tile] = fit.checkpoint()
         seconds = self._elapsed - sum(s.seconds for s in self.summaries)
         self.summaries.append(
             UnitSummary(unit, fit.iteration, seconds, fit.stopped_early, fit.best_iteration, bool(self._warm))
