@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 import napari_dip
+from jsonl import append, emit
 
 
 def psnr(estimate: np.ndarray, clean: np.ndarray, peak: float) -> float:
@@ -71,7 +71,7 @@ def main() -> None:
                 "brightest_spot_restored": int(with_hot[brightest]),
             }
         )
-        print(json.dumps(rows[-1]), flush=True)
+        emit(rows[-1])
 
         dim = cells_and_spots(128, seed + 10, photons=100, spot=300)
         bright = cells_and_spots(128, seed + 20, photons=10_000, spot=30_000)
@@ -84,10 +84,8 @@ def main() -> None:
             row[f"channel{c}_noisy_psnr"] = round(psnr(two[c], truth[c], p), 2)
             row[f"channel{c}_restored_psnr"] = round(psnr(out[c], truth[c], p), 2)
         rows.append(row)
-        print(json.dumps(row), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        emit(row)
+    append(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ of an inner tile border over the mean error elsewhere (1.0 = no seam).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 from skimage import data
 
+from jsonl import append, emit
 from napari_dip import _api
 
 
@@ -75,10 +75,8 @@ def main() -> None:
             "seconds": round(seconds, 1),
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+        emit(row)
+    append(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ stopping as a volume (``volumetric=True`` with the voxel spacing) and plane by p
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
 import napari_dip
+from jsonl import append, emit
 from napari_dip._sample_data import VOXEL_UM, fluorescence_stack
 
 
@@ -55,10 +55,8 @@ def main() -> None:
             "seconds": round(time.perf_counter() - start, 1),
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        emit(row)
+    append(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,15 @@ def wait(condition, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def settle() -> None:
+def capture(viewer, widget, out: Path) -> None:
+    """Input and result side by side (grid mode), the whole window saved."""
+    viewer.canvas.grid.enabled = True
+    viewer.reset_view()
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"wrote {out}: {[layer.name for layer in viewer.layers]}; {widget.status.value}")
 
 
 def photo(out: Path) -> None:
@@ -39,11 +44,7 @@ def photo(out: Path) -> None:
     widget.device.value, widget.width.value = "cpu", 48  # denoising stops by itself
     widget.run()
     wait(lambda: not widget.running, 600)
-    viewer.canvas.grid.enabled = True
-    viewer.reset_view()
-    settle()
-    viewer.screenshot(str(out), canvas_only=False)
-    print(f"wrote {out}: {[layer.name for layer in viewer.layers]}; {widget.status.value}")
+    capture(viewer, widget, out)
     viewer.close()
 
 
@@ -55,11 +56,7 @@ def stack(out: Path) -> None:
     names = lambda: " ".join(layer.name for layer in viewer.layers)  # noqa: E731
     wait(lambda: "plane 4 of" in widget.status.value and "(preview)" in names(), 900)
     viewer.dims.set_current_step(0, 3)  # look at the plane being fitted
-    viewer.canvas.grid.enabled = True
-    viewer.reset_view()
-    settle()
-    viewer.screenshot(str(out), canvas_only=False)
-    print(f"wrote {out}: {[layer.name for layer in viewer.layers]}; {widget.status.value}")
+    capture(viewer, widget, out)
     widget.stop()
     wait(lambda: not widget.running, 120)
     print(f"after Stop: {[layer.name for layer in viewer.layers]}; {widget.status.value}")
