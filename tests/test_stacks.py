@@ -271,3 +271,16 @@ def test_flash_no_flash_on_a_stack_of_pairs():
     flash = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
     out = napari_dip.flash_no_flash(flash, flash // 2, channel_axis=-1, iterations=2, **FAST)
     assert out.shape == flash.shape and out.dtype == np.uint8
+
+
+def test_inpainting_colour_images_and_stacks_keeps_known_pixels():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[5:9, 5:9] = True
+    out = napari_dip.inpaint(rgb, mask, channel_axis=-1, iterations=2, **FAST)
+    assert out.shape == rgb.shape
+    np.testing.assert_array_equal(out[~mask], rgb[~mask])
+    stack = np.stack([np.moveaxis(rgb, -1, 0)] * 2)  # (P, C, Y, X)
+    out = napari_dip.inpaint(stack, mask, channel_axis=1, iterations=2, **FAST)
+    np.testing.assert_array_equal(out[:, :, ~mask], stack[:, :, ~mask])

@@ -214,7 +214,7 @@ class Job:
         started = self.schedule.planes_started
         if not started.all():
             ones = [1] * (self.schedule.image.ndim - 2)
-            flags = np.broadcast_to((~started).reshape(-1, 1, *ones), (started.size, self.layout.channels, *ones))
+            flags = (~started).reshape(-1, 1, *ones)
             restored = np.where(self.layout.to_user(flags), 0, restored).astype(restored.dtype)
         return restored
 
@@ -305,7 +305,7 @@ def prepare(
     factor = int(scale) if task == "super-resolve" else 1
     # Memory first: a fit that cannot run is refused before the data is even converted.
     in_channels = None if flash_standard is None else flash_standard.shape[1]
-    tile = _plan_memory(task, standard.shape[1:], tile_size, factor, in_channels, options)
+    tile = _plan_memory(standard.shape[1:], tile_size, factor, in_channels, options)
 
     check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
     vmap = value_map(standard, rgb, known)
@@ -338,10 +338,7 @@ def prepare(
     )
     if missing is None:
         return Job(schedule, vmap, layout)
-    missing_user = layout.to_user(missing[:, None])
-    if layout.channel_axis is not None:
-        missing_user = np.expand_dims(np.squeeze(missing_user, axis=layout.channel_axis), layout.channel_axis)
-    return Job(schedule, vmap, layout, user, missing_user)
+    return Job(schedule, vmap, layout, user, layout.to_user(missing[:, None]))
 
 
 def _check_tile_size(tile_size: object) -> None:
@@ -361,7 +358,6 @@ CRUDE_CONSTANT = 256 * 2**20
 
 
 def _plan_memory(
-    task: str,
     shape: tuple[int, ...],
     tile_size: int | str | None,
     factor: int,

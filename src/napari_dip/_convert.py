@@ -105,8 +105,8 @@ class Layout:
 
     def to_user(self, standard: np.ndarray) -> np.ndarray:
         """``(P, C, *S')`` (S' may be larger: super-resolution) in the user's layout."""
-        spatial = standard.shape[2:]
-        full = standard.reshape(*self.plane_shape, self.channels, *spatial)
+        channels, *spatial = standard.shape[1:]  # 1 channel broadcasts (a mask, a flag)
+        full = standard.reshape(*self.plane_shape, channels, *spatial)
         full = np.transpose(full, np.argsort(self.order))
         return full if self.channel_axis is not None else full[..., 0]  # the appended channel axis
 
