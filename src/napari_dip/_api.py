@@ -28,6 +28,7 @@ AUTO_STOP_TASKS = ("denoise",)
 #: Under a stopping rule, the cap is this many times the task's default count.
 AUTO_STOP_CAP = 2
 MIN_SIDE = 4
+MIN_TILE = 16
 
 _COMMON_DOC = """
     channel_axis : int or None, optional
@@ -122,9 +123,29 @@ def _standard(image: object, channel_axis: int | None, spatial_dims: int, name: 
     return standard, layout
 
 
+def _unmask(image: object, name: str) -> tuple[object, np.ndarray | None]:
+    """A masked array's data and its mask (same shape; None when nothing is masked);
+    anything else as it is. The masked values are never read as data."""
+    if not isinstance(image, np.ma.MaskedArray):
+        return image, None
+    masked = np.ma.getmaskarray(image)
+    return np.ma.getdata(image), (masked if masked.any() else None)
+
+
+def _masked_pixels(masked: np.ndarray, channel_axis: int | None, spatial_dims: int) -> np.ndarray:
+    """A masked array's mask as (P, *S): a pixel is masked when any of its channels is."""
+    standard, _ = standardize(masked, channel_axis, spatial_dims, "image")
+    return standard.any(axis=1)
+
+
 def _missing_pixels(mask: object, user_shape: tuple[int, ...], layout: Layout, spatial_dims: int) -> np.ndarray:
     """The mask as (P, *S) bool, True where pixels are missing. It has the image's
     shape without the channel axis, or its trailing spatial shape (broadcast over planes)."""
+    if isinstance(mask, np.ma.MaskedArray):
+        raise TypeError(
+            "mask is a masked array, which is ambiguous; pass a plain array (nonzero = missing), "
+            "e.g. mask.filled(1) to count its masked entries as missing"
+        )
     mask = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
     missing = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_image(mask, "mask")
     check_finite(missing, "mask")
@@ -168,8 +189,8 @@ def _anisotropy(spacing: object, volumetric: bool) -> float:
 
 def _stopping(task: str, stopping: object, iterations: int | None, factor: int) -> tuple[str | None, int | None]:
     """The rule to use and the iteration count (the cap, under a rule)."""
+    from ._names import DEFAULT_RULE, RULES
     from .fit import task_defaults
-    from .stopping import DEFAULT_RULE, RULES
 
     if stopping is not None and stopping != "auto" and stopping not in RULES:
         raise ValueError(f"unknown stopping rule {stopping!r}; choose 'auto', None or one of {', '.join(RULES)}")
@@ -275,16 +296,32 @@ def prepare(
     anisotropy = _anisotropy(spacing, bool(volumetric))
     rule, iterations = _stopping(task, stopping, iterations, int(scale) if task == "super-resolve" else 4)
     name = "no_flash" if task == "flash-no-flash" else "image"
-    user = as_image(image, name)
+    data, masked = _unmask(image, name)
+    user = as_image(data, name)
     standard, layout = _standard(user, channel_axis, spatial_dims, name)
     rgb = layout.channel_axis == user.ndim - 1 and layout.channels in (3, 4)
+    # A masked array's masked values are not data: missing for inpainting, else left out
+    # of the loss and filled in by the network.
+    masked = None if masked is None else _masked_pixels(masked, layout.channel_axis, spatial_dims)
     known = missing = None
     if task == "inpaint":
-        missing = _missing_pixels(mask, user.shape, layout, spatial_dims)
+        if mask is None and masked is None:
+            raise ValueError("inpainting needs a mask (nonzero where pixels are missing), or a masked array as image")
+        missing = masked if mask is None else _missing_pixels(mask, user.shape, layout, spatial_dims)
+        if masked is not None:
+            missing = missing | masked
+        if missing.all():
+            raise ValueError("mask covers the whole image: no known pixel is left to fit; mark only the damaged pixels")
         known = ~missing
+    elif masked is not None:
+        if masked.all():
+            raise ValueError(f"every value of {name} is masked: nothing is left to restore")
+        known = ~masked
     flash_standard = None
     if task == "flash-no-flash":
-        flash_standard, _ = _standard(flash, channel_axis, spatial_dims, "flash")
+        if isinstance(flash, np.ma.MaskedArray) and np.ma.getmaskarray(flash).any():
+            raise ValueError("flash is a masked array with masked values: the network input needs every pixel")
+        flash_standard, _ = _standard(np.ma.getdata(flash), channel_axis, spatial_dims, "flash")
         if flash_standard.shape[0] != standard.shape[0] or flash_standard.shape[2:] != standard.shape[2:]:
             raise ValueError(
                 f"flash and no_flash differ in size: {np.shape(flash)} vs {np.shape(image)}; "
@@ -346,8 +383,8 @@ def _check_tile_size(tile_size: object) -> None:
         return
     if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral):
         raise TypeError(f"tile_size must be an integer, 'auto' or None, got {tile_size!r}")
-    if tile_size < 16:
-        raise ValueError(f"tile_size must be >= 16 pixels, got {tile_size}; tiles of 128 to 512 work well")
+    if tile_size < MIN_TILE:
+        raise ValueError(f"tile_size must be >= {MIN_TILE} pixels, got {tile_size}; tiles of 128 to 512 work well")
 
 
 #: Bytes per canvas pixel and channel of width that no network exceeds (measured peaks:
@@ -417,9 +454,12 @@ def _plan_memory(
         )
     except MemoryError:
         fitting = None
+    if fitting is not None and fitting < MIN_TILE:
+        fitting = None  # even the smallest tile does not fit: tiles are no remedy
     if tile_size == "auto" and fitting is not None:
         return fitting
-    raise MemoryError(advice(estimate, available, what, device=device, tile_size=fitting))
+    first = f"use a smaller scale than {factor}" if factor > 1 else None
+    raise MemoryError(advice(estimate, available, what, device=device, tile_size=fitting, first=first))
 
 
 @_doc
@@ -449,13 +489,15 @@ def denoise(
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, C) with ``channel_axis``
-        The noisy image; any integer or float dtype.
+        The noisy image; any integer or float dtype. A masked array's masked
+        values are left out of the fit and filled in.
     {common}
 
     Returns
     -------
     ndarray
-        Same shape and dtype as ``image`` (floats come back as float32), in the
+        Same shape as ``image``; integer dtypes are kept, float64 stays float64
+        and smaller floats come back as float32 (as in scikit-image), in the
         input's value range (uint8: 0-255; others: the data's own min-max).
     """
     return prepare(
@@ -480,7 +522,7 @@ def denoise(
 @_doc
 def inpaint(
     image: np.ndarray,
-    mask: np.ndarray,
+    mask: np.ndarray | None = None,
     *,
     channel_axis: int | None = None,
     volumetric: bool = False,
@@ -504,10 +546,12 @@ def inpaint(
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, C) with ``channel_axis``
-        The damaged image; values under the mask are ignored.
-    mask : ndarray, shape (H, W)
+        The damaged image; values under the mask are ignored. A masked array's
+        masked values count as missing too.
+    mask : ndarray, shape (H, W), optional
         Nonzero (or True) where pixels are missing and must be filled, as in
         ``skimage.restoration.inpaint_biharmonic`` and napari Labels layers.
+        May be left out when ``image`` is a masked array.
     {common}
 
     Returns

@@ -1,29 +1,52 @@
-"""Command line: ``napari-dip denoise|inpaint|super-resolve|flash-no-flash|example``.
+"""Command line: ``napari-dip denoise|inpaint|super-resolve|flash-no-flash|example|demo``.
 
-Translates arguments and files into calls of the numpy API; Ctrl-C stops the fit
-and still writes the result so far. Errors print one line and exit 1. TIFF stacks
-(Z, Y, X), (T, Z, Y, X) are restored plane by plane, or as volumes with
-``--volumetric``; OME-TIFF and ImageJ axis metadata say which axis is which.
+Translates arguments and files into calls of the numpy API. TIFF stacks (Z, Y, X),
+(T, Z, Y, X) are restored plane by plane, or as volumes with ``--volumetric``;
+OME-TIFF and ImageJ axis metadata say which axis is which.
+
+A user's files are safe: the output is checked (not an input, not an existing file
+without ``--overwrite``, its folder writable, its format able to hold the result)
+before anything slow starts, and written to a temporary file renamed into place.
+Errors print one line and exit 1; Ctrl-C exits 130 at any moment without a
+traceback, and writes nothing unless ``--keep-partial``. Only the commands that fit
+import torch (and numpy), so ``--help`` and argument errors are instant.
 """
 
+# ruff: noqa: E402 (the Ctrl-C handler goes in before the slower imports)
 from __future__ import annotations
 
-import argparse
+import os
 import signal
 import sys
+
+#: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+INTERRUPTED = 130
+PROG = "napari-dip"
+
+
+def _quit_at_once(*_: object) -> None:
+    os.write(2, f"{PROG}: interrupted; nothing written\n".encode())
+    os._exit(INTERRUPTED)
+
+
+# Run as the command (not imported): Ctrl-C is quiet from the first moment, imports included.
+if os.path.basename(sys.argv[0]) == PROG and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _quit_at_once)
+
+import argparse
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ._names import NETWORKS, RULES
 
-from . import __version__
-from ._io import TIFF, ImageFile, check_writable, read_image, read_image_file, write_image
-from .networks import NETWORKS
-from .stopping import RULES
+if TYPE_CHECKING:
+    import numpy as np
 
-PROG = "napari-dip"
+    from ._io import ImageFile
+
 #: napari sample key -> the task it demonstrates.
 SAMPLE_TASKS = {
     "noisy": "denoise",
@@ -83,6 +106,12 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
         help="automatic early stopping: auto (default: on for denoise when --iterations is not "
         "given), a rule (--iterations is then the cap) or none",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    parser.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="on Ctrl-C, stop the fit and write the result so far (default: write nothing)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -100,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Deep Image Prior restoration of one image, no training data needed.",
     )
+    from . import __version__
+
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -159,19 +190,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Progress:
-    """tqdm bar on stderr plus Ctrl-C handling, as a schedule callback: iterations
-    for one image, planes (or tiles) for a stack."""
+class _Interrupts:
+    """What Ctrl-C does. Where no file is being written (start-up, reading, the fit)
+    it ends the process at once, without a traceback: nothing has been written yet.
+    With ``--keep-partial`` the first press during a fit asks it to stop instead, so
+    the result so far is written. While a file is written it raises KeyboardInterrupt,
+    so the temporary file is removed before the exit."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self) -> None:
+        self.keep_partial = False
+        self.in_fit = False
         self.stop_requested = False
+        self.bar_open = False
+
+    def quit(self, *_: object) -> None:
+        if self.bar_open:
+            os.write(2, b"\n")
+        _quit_at_once()
+
+    def __call__(self, *_: object) -> None:
+        if not (self.in_fit and self.keep_partial) or self.stop_requested:
+            self.quit()
+        self.stop_requested = True
+
+
+def _set_sigint(handler: Any) -> Any:
+    """Install ``handler`` for Ctrl-C and return the previous one (only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None  # started with Ctrl-C ignored (nohup, a background job): keep it so
+    return signal.signal(signal.SIGINT, handler)
+
+
+class _Progress:
+    """tqdm bar on stderr, as a schedule callback: iterations for one image, planes
+    (or tiles) for a stack. Returns False once Ctrl-C asked the fit to stop."""
+
+    def __init__(self, quiet: bool, interrupts: _Interrupts) -> None:
         self.quiet = quiet
+        self.interrupts = interrupts
         self.bar: Any = None
 
     def _open(self, total: int, unit: str) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.interrupts.bar_open = True
 
     def __call__(self, step: Any) -> bool:
         record = step.record
@@ -189,18 +254,14 @@ class _Progress:
                 if self.bar.total != record.iterations:
                     self.bar.total = record.iterations
                 self.bar.update(record.iteration - self.bar.n)
-            if record.losses is not None:
+            if record.losses is not None and len(record.losses):
                 self.bar.set_postfix(loss=f"{float(record.losses[-1]):.2e}", refresh=False)
-        return not self.stop_requested
-
-    def interrupt(self, *_: object) -> None:
-        if self.stop_requested:  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        self.stop_requested = True
+        return not self.interrupts.stop_requested
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.interrupts.bar_open = False
 
 
 def _fit_message(summary: Any, rule: str) -> str:
@@ -213,7 +274,7 @@ def _fit_message(summary: Any, rule: str) -> str:
     return f"finished after iteration {n} ({seconds})"
 
 
-def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) -> np.ndarray:
+def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np.ndarray, **kwargs: Any) -> np.ndarray:
     from ._api import prepare
 
     stopping = None if args.stopping == "none" else args.stopping
@@ -233,19 +294,19 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
         **kwargs,
     )
     schedule = job.schedule
-    progress = _Progress(args.quiet)
-    previous = signal.signal(signal.SIGINT, progress.interrupt)
+    progress = _Progress(args.quiet, interrupts)
+    interrupts.keep_partial, interrupts.in_fit = args.keep_partial, True
     start = time.perf_counter()
     try:
         result = job.run(progress)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        interrupts.in_fit = False
         progress.close()
     seconds = time.perf_counter() - start
     rule = schedule.options.get("stopping") or ""
     fitted = [s for s in schedule.summaries if not s.skipped]
     if len(schedule.units) == 1:
-        if progress.stop_requested:
+        if interrupts.stop_requested:
             message = f"stopped by Ctrl-C at iteration {job.fit.iteration if job.fit else 0} ({seconds:.1f} s)"
         else:
             message = _fit_message(fitted[0], rule) if fitted else "nothing to restore"
@@ -264,7 +325,7 @@ def _run(task: str, args: argparse.Namespace, image: np.ndarray, **kwargs: Any) 
                 message += (
                     f" (first {fitted[0].seconds:.1f} s, warm-started ones {sum(warm) / len(warm):.1f} s on average)"
                 )
-        if progress.stop_requested:
+        if interrupts.stop_requested:
             message += "; stopped by Ctrl-C, the planes not reached are 0"
     print(message, file=sys.stderr)
     return result
@@ -306,7 +367,17 @@ def _check_axes(args: argparse.Namespace, file: ImageFile, axis: int | None) -> 
 
 
 def _channels_last_shape(image: np.ndarray, axis: int | None) -> tuple[int, ...]:
+    import numpy as np
+
     return image.shape if axis is None else np.moveaxis(image, axis, -1).shape
+
+
+def _check_format(path: str, image: np.ndarray, axis: int | None) -> None:
+    """Before the fit: the output format can hold the result (its dtype: ``output_dtype``)."""
+    from ._convert import as_image, output_dtype
+    from ._io import check_writable
+
+    check_writable(path, output_dtype(as_image(image).dtype), _channels_last_shape(image, axis))
 
 
 def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
@@ -315,18 +386,48 @@ def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
     return (mask == 0) if known else mask
 
 
-def _example(args: argparse.Namespace) -> None:
+class _Terminated(BaseException):
+    """SIGTERM while a file is written (a BaseException: nothing on the way swallows it)."""
+
+
+def _terminate(*_: object) -> None:
+    raise _Terminated
+
+
+def _write(path: str, image: np.ndarray, **kwargs: Any) -> None:
+    """Write atomically. Ctrl-C or SIGTERM meanwhile remove the temporary file and leave
+    ``path`` as it was (they raise, instead of ending the process at once)."""
+    from ._io import write_image
+
+    previous = _set_sigint(signal.default_int_handler)
+    previous_term = signal.signal(signal.SIGTERM, _terminate) if previous is not None else None
+    existed = os.path.exists(path)
+    try:
+        write_image(path, image, **kwargs)
+    except OSError as err:  # a full disk, a quota, a file-size limit
+        kept = "the existing file is unchanged" if existed else "no file was left behind"
+        raise OSError(f"writing {path} failed ({_one_line(err)}); {kept}") from err
+    finally:
+        if previous is not None:
+            _set_sigint(previous)
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
+    import numpy as np
+
+    from ._io import check_writable
     from ._sample_data import noisy_pair
 
     clean, noisy = noisy_pair()
     check_writable(args.output, np.uint8, (1, 1, 3))
-    restored = _run("denoise", args, noisy, channel_axis=-1)
+    restored = _run("denoise", args, interrupts, noisy, channel_axis=-1)
 
     def psnr(a: np.ndarray) -> float:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2)))
 
     gap = np.full((clean.shape[0], 8, 3), 255, np.uint8)
-    write_image(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
+    _write(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
     print(
         f"noisy {psnr(noisy):.2f} dB -> restored {psnr(restored):.2f} dB; "
         f"wrote {args.output} (noisy | restored | clean)"
@@ -348,7 +449,25 @@ def open_demo(sample: str = "noisy", show: bool = True) -> Any:
     return viewer, widget
 
 
+def _display_missing() -> str | None:
+    """Why no window can open here (Linux without X11 or Wayland), or None."""
+    if not sys.platform.startswith("linux"):
+        return None  # macOS and Windows sessions have a desktop
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    if platform in ("offscreen", "minimal"):
+        return f"QT_QPA_PLATFORM={platform} shows no window"
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no DISPLAY or WAYLAND_DISPLAY is set"
+    return None
+
+
 def _demo(sample: str) -> None:
+    reason = _display_missing()
+    if reason is not None:
+        raise ValueError(
+            f"the demo opens a napari window and needs a display ({reason}); "
+            f"'{PROG} example' runs headless and writes a before/after PNG"
+        )
     try:
         import napari
     except ImportError as err:
@@ -357,30 +476,45 @@ def _demo(sample: str) -> None:
     napari.run()
 
 
-def _main(args: argparse.Namespace) -> None:
-    if args.command == "example":
-        _example(args)
-        return
+def _inputs(args: argparse.Namespace) -> list[str]:
+    return [getattr(args, k) for k in ("input", "mask", "flash", "no_flash") if getattr(args, k, None)]
+
+
+def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     if args.command == "demo":
         _demo(args.sample)
-        return
+        return 0
+    from ._io import check_output
+
+    # First the output, in a blink: a long fit must not end in an error, nor overwrite anything.
+    check_output(args.output, _inputs(args), args.overwrite, hint="pass --overwrite")
+    if args.command == "example":
+        _example(args, interrupts)
+        return INTERRUPTED if interrupts.stop_requested else 0
+
+    import numpy as np
+
+    from ._io import TIFF, read_image, read_image_file
+
     file = read_image_file(args.flash if args.command == "flash-no-flash" else args.input)
     image = file.data
     axis = _channel_axis(args, file)
     _check_axes(args, file, axis)
-    check_writable(args.output, image.dtype, _channels_last_shape(image, axis))
     options: dict[str, Any] = {"channel_axis": axis, "spacing": _spacing(args, file)}
     if args.command == "denoise":
-        result = _run("denoise", args, image, **options)
+        _check_format(args.output, image, axis)
+        result = _run("denoise", args, interrupts, image, **options)
     elif args.command == "inpaint":
+        _check_format(args.output, image, axis)
         mask = _known_or_missing(read_image(args.mask), args.mask_known)
-        result = _run("inpaint", args, image, mask=mask, **options)
+        result = _run("inpaint", args, interrupts, image, mask=mask, **options)
     elif args.command == "super-resolve":
-        result = _run("super-resolve", args, image, scale=args.scale, **options)
+        _check_format(args.output, image, axis)
+        result = _run("super-resolve", args, interrupts, image, scale=args.scale, **options)
     else:
         no_flash = read_image(args.no_flash)
-        check_writable(args.output, no_flash.dtype, _channels_last_shape(no_flash, axis))
-        result = _run("flash-no-flash", args, no_flash, flash=image, **options)
+        _check_format(args.output, no_flash, axis)
+        result = _run("flash-no-flash", args, interrupts, no_flash, flash=image, **options)
     suffix = Path(args.output).suffix.lower()
     if suffix in TIFF:
         spacing = dict(file.spacing)
@@ -388,13 +522,17 @@ def _main(args: argparse.Namespace) -> None:
             spacing.update({k: v / args.scale for k, v in spacing.items() if k in "YX"})
         axes = file.axes if file.axes is not None and len(file.axes) == result.ndim else None
         ome = file.ome or str(args.output).lower().endswith((".ome.tif", ".ome.tiff"))
-        write_image(args.output, result, axes=axes, spacing=spacing if axes else None, ome=ome and axes is not None)
+        _write(args.output, result, axes=axes, spacing=spacing if axes else None, ome=ome and axes is not None)
     else:
         if axis is not None:
             result = np.moveaxis(result, axis, -1)  # PNG and JPEG hold channels last
-        write_image(args.output, result)
+        _write(args.output, result)
     shape = "x".join(map(str, result.shape))
+    if interrupts.stop_requested:
+        print(f"wrote the result so far to {args.output} ({shape} {result.dtype})", file=sys.stderr)
+        return INTERRUPTED
     print(f"wrote {args.output} ({shape} {result.dtype})", file=sys.stderr)
+    return 0
 
 
 def _one_line(err: BaseException) -> str:
@@ -403,22 +541,35 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    interrupts = _Interrupts()
+    previous = _set_sigint(interrupts)  # from here on, Ctrl-C never shows a traceback
     try:
-        _main(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+        return _main(args, interrupts)
+    except KeyboardInterrupt:  # while a file was written: its temporary file is gone
+        print(f"{PROG}: interrupted; no file was changed", file=sys.stderr)
+        return INTERRUPTED
+    except _Terminated:
+        print(f"{PROG}: terminated; no file was changed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except MemoryError as err:  # the engine's estimate, with advice
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError) as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except RuntimeError as err:  # torch failures, e.g. out of memory
         message = _one_line(err)
         if "out of memory" in message.lower():
-            message += " (try a smaller --width, --device cpu or a smaller image)"
+            message += " (try a smaller --width, --device cpu, --tile-size or a smaller image)"
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    except Exception as err:  # a bug: still one line, and how to report it
+        print(f"{PROG}: internal error: {type(err).__name__}: {_one_line(err)} (please report it)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            _set_sigint(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,13 +24,39 @@ SUPPORT = 0.25
 CANDIDATES = 4096
 
 
+#: Float data whose magnitude lies outside 2**±LIMIT_EXPONENT is scaled by a power of
+#: two (exact) before it is mapped, so that differences and margins cannot overflow to
+#: inf near float64's limits (~1.8e308) nor lose subnormal precision.
+LIMIT_EXPONENT = 256
+
+
+def output_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype restored values come back in, as in scikit-image: integers keep their
+    type, float64 (and wider) gives float64, float32 and smaller floats float32."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return dtype
+    return np.dtype(np.float64) if dtype.itemsize >= 8 else np.dtype(np.float32)
+
+
+def _float_within(value: int, below: bool) -> float:
+    """The float64 nearest to integer ``value`` on its side (at most ``value`` when
+    ``below``): int64/uint64 extremes are not floats, and rounding up would wrap."""
+    near = float(value)
+    if (int(near) > value) if below else (int(near) < value):
+        near = float(np.nextafter(near, -np.inf if below else np.inf))
+    return near
+
+
 @dataclass(frozen=True)
 class ValueMap:
-    """How user values map to [0, 1], per channel: ``unit = (value - offset) / scale``.
+    """How user values map to [0, 1], per channel: ``unit = (value·2**-exponent - offset) / scale``.
 
     ``offset`` and ``scale`` have one entry per channel (equal entries when the
     channels share a mapping); ``low``/``high`` are the data's own extremes per
-    channel, which restored values never leave.
+    channel, in the data's dtype (float64 for floats), which restored values never
+    leave. ``exponent`` is 0 except for floats near float64's limits (see
+    ``LIMIT_EXPONENT``). ``dtype`` is the dtype of restored values (``output_dtype``).
     """
 
     offset: np.ndarray
@@ -38,6 +64,7 @@ class ValueMap:
     dtype: np.dtype
     low: np.ndarray
     high: np.ndarray
+    exponent: int = 0
 
     @staticmethod
     def _per_channel(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -45,23 +72,40 @@ class ValueMap:
         shape[axis] = -1
         return values.reshape(shape)
 
+    def scaled(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as float64 times ``2**-exponent`` (exact)."""
+        values = image.astype(np.float64)
+        return np.ldexp(values, -self.exponent) if self.exponent else values
+
     def to_unit(self, image: np.ndarray, axis: int = 0) -> np.ndarray:
         """A new float32 array; channels along ``axis``."""
         offset, scale = (self._per_channel(v, axis, image.ndim) for v in (self.offset, self.scale))
-        return ((image.astype(np.float64) - offset) / scale).astype(np.float32)
+        return ((self.scaled(image) - offset) / scale).astype(np.float32)
 
     def to_user(self, unit: np.ndarray, axis: int = 0) -> np.ndarray:
-        """``unit`` (channels along ``axis``) in the user's dtype and units."""
-        scale, offset, low, high = (
-            self._per_channel(v, axis, unit.ndim) for v in (self.scale, self.offset, self.low, self.high)
-        )
+        """``unit`` (channels along ``axis``) in ``dtype`` and the user's units, within
+        the data's extremes: never inf, NaN or wrapped around."""
+        integer = np.issubdtype(self.dtype, np.integer)
+        if integer:  # the float64 bounds inside the integer ones
+            low = np.array([_float_within(int(v), below=False) for v in self.low])
+            high = np.array([_float_within(int(v), below=True) for v in self.high])
+        else:
+            low, high = self.low.astype(np.float64), self.high.astype(np.float64)
+        if self.exponent:
+            low, high = np.ldexp(low, -self.exponent), np.ldexp(high, -self.exponent)
+        scale, offset, low, high = (self._per_channel(v, axis, unit.ndim) for v in (self.scale, self.offset, low, high))
         values = np.clip(unit.astype(np.float64) * scale + offset, low, high)
-        if np.issubdtype(self.dtype, np.integer):
+        if self.exponent:
+            values = np.ldexp(values, self.exponent)  # exact: the clipped values scale back within the bounds
+        if integer:
             return np.rint(values).astype(self.dtype)
-        return values.astype(np.float32)
+        return values.astype(self.dtype)
 
     def describe(self) -> str:
-        parts = [f"{lo:.6g}..{lo + s:.6g}" for lo, s in zip(self.offset, self.scale, strict=True)]
+        parts = [
+            f"{np.ldexp(lo, self.exponent):.6g}..{np.ldexp(lo + s, self.exponent):.6g}"
+            for lo, s in zip(self.offset, self.scale, strict=True)
+        ]
         return ", ".join(dict.fromkeys(parts))
 
 
@@ -79,6 +123,12 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
             f"{name} must hold integer or floating-point values, got dtype {array.dtype}; "
             "convert it, e.g. with image.astype(np.float32)"
         )
+    if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 8:  # long double: fit in float64
+        with np.errstate(over="ignore"):
+            wide = array.astype(np.float64)
+        if np.count_nonzero(np.isinf(wide)) != np.count_nonzero(np.isinf(array)):
+            raise ValueError(f"{name} has values beyond float64's range (±1.8e308); scale it down first")
+        array = wide
     return array
 
 
@@ -211,6 +261,15 @@ def robust_range(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[f
     return low, max(high, low)
 
 
+def _limit_exponent(low: float, high: float) -> int:
+    """The power of two to divide float data by so that its extremes lie near 1, when
+    they are near float64's limits; else 0."""
+    magnitude = max(abs(low), abs(high))
+    if magnitude == 0 or 2.0**-LIMIT_EXPONENT <= magnitude <= 2.0**LIMIT_EXPONENT:
+        return 0
+    return int(np.frexp(magnitude)[1])
+
+
 def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) -> ValueMap:
     """The map of ``standard`` (P, C, *S) to [0, 1]. uint8 uses its full range
     0..255; other dtypes a robust range per channel (one for all channels when
@@ -218,24 +277,28 @@ def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) 
     marks the pixels to measure (inpainting ignores the rest)."""
     channels = standard.shape[1]
     integer = np.issubdtype(standard.dtype, np.integer)
-    out_dtype = standard.dtype if integer else np.dtype(np.float32)
     groups = [slice(None)] if rgb or channels == 1 else [slice(c, c + 1) for c in range(channels)]
-    offset, scale, low, high = (np.zeros(channels) for _ in range(4))
+    offset, scale = np.zeros(channels), np.zeros(channels)
+    low = np.zeros(channels, standard.dtype if integer else np.float64)
+    high = np.zeros_like(low)
     for group in groups:
         values = standard[:, group]
         valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
         data = values if valid is None else values[valid]
-        low[group], high[group] = float(data.min()), float(data.max())
+        low[group], high[group] = data.min(), data.max()
+    exponent = 0 if integer else _limit_exponent(float(low.min()), float(high.max()))
+    for group in groups:
         if standard.dtype == np.uint8:
             offset[group], scale[group] = 0.0, 255.0
             continue
+        values = standard[:, group]
+        if exponent:
+            values = np.ldexp(values.astype(np.float64), -exponent)
+        valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
         lo, hi = robust_range(values, valid)
         if hi == lo:  # constant: centre it, the sigmoid output cannot reach 0 or 1
             offset[group], scale[group] = lo - 0.5, 1.0
             continue
         span = hi - lo
         offset[group], scale[group] = lo - MARGIN * span, span * (1 + 2 * MARGIN)
-    if integer:
-        info = np.iinfo(standard.dtype)
-        low, high = np.maximum(low, info.min), np.minimum(high, info.max)
-    return ValueMap(offset, scale, out_dtype, low, high)
+    return ValueMap(offset, scale, output_dtype(standard.dtype), low, high, exponent)

@@ -8,7 +8,12 @@ RGB) read as ``C``; every other tifffile letter (``I``, ``Q``, ``E``, ...) reads
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,10 @@ WRITABLE = {
     ".bmp": {("uint8", 1), ("uint8", 3), ("uint8", 4)},
 }
 AXES = "TZCYXQ"
+#: Marks the temporary file an output is written to before it is renamed into place.
+PARTIAL = ".partial"
+#: tifffile writes classic TIFF up to 4 GB; above this, BigTIFF.
+BIGTIFF_BYTES = 2**32 - 2**25
 #: Length units found in OME and ImageJ metadata -> micrometres.
 _UNITS_UM = {
     "pm": 1e-6,
@@ -158,6 +167,8 @@ def read_image_file(path: str | Path) -> ImageFile:
     ``axes=None``. PNG, JPEG etc. give ``"YX"`` or ``"YXC"``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
@@ -179,11 +190,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = ()) -> None:
-    """Fail before a long fit if ``path`` cannot take an image of ``dtype`` and ``shape``
-    (channels last; the spatial size does not matter)."""
+    """Fail before a long fit if the format of ``path`` cannot hold an image of ``dtype``
+    and ``shape`` (channels last; the spatial size does not matter)."""
     path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
     suffix = path.suffix.lower()
     if suffix in TIFF:
         return
@@ -194,6 +203,85 @@ def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = (
     if (name, channels) not in WRITABLE[suffix]:
         what = f"{name} images" if len(shape) != 3 else f"{name} images with {channels} channels"
         raise ValueError(f"{suffix} cannot store {what}; write a .tif instead")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path after symlinks, or hard links."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_output(
+    path: str | Path, inputs: Sequence[str | Path] = (), overwrite: bool = False, hint: str = "pass overwrite=True"
+) -> None:
+    """Fail at once, before any long work, unless ``path`` can take a new file: not a
+    folder, not one of ``inputs`` (even through a link; never overwritten, whatever
+    ``overwrite`` says), not an existing file unless ``overwrite`` (``hint`` says how),
+    and its folder exists and takes new files (tried, not guessed from permission bits)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {path} is a folder; name a file in it, e.g. {path / 'restored.tif'}")
+    for source in inputs:
+        if same_file(path, source):
+            raise ValueError(f"output {path} is the input {source}; name a new file (inputs are never overwritten)")
+    target = Path(os.path.realpath(path))
+    folder = target.parent
+    if not folder.exists():
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"output folder {folder} is not a folder")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"output {path} exists; {hint} to replace it")
+        if not os.access(target, os.W_OK) and target.exists():
+            raise PermissionError(f"output {path} is read-only; make it writable or name a new file")
+    try:
+        _new_partial(target).unlink()
+    except OSError as err:
+        raise PermissionError(f"cannot write to the folder {folder}: {err.strerror or err}") from err
+
+
+def _new_partial(target: Path) -> Path:
+    """A new empty file beside ``target``, hidden, with its suffix (writers pick the format
+    from it), created with the permissions a new file gets (umask) or ``target``'s own."""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666
+    while True:
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL}{target.suffix}")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return partial
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary file beside it to write to, which
+    replaces ``path`` in one rename once the block succeeds. On an error or an interrupt
+    the temporary file is removed and ``path`` stays as it was; readers never see a
+    part-written file. A symlink is written through: its target is replaced."""
+    target = Path(os.path.realpath(path))
+    partial = _new_partial(target)
+    try:
+        yield partial
+        with open(partial, "rb+") as file:  # on disk before the rename, or a crash could leave it empty
+            os.fsync(file.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    with contextlib.suppress(OSError):  # the rename itself on disk (POSIX); best effort
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _check_axes(axes: str, image: np.ndarray, spacing: dict[str, float]) -> None:
@@ -225,7 +313,7 @@ def _write_tiff(path: Path, image: np.ndarray, axes: str, spacing: dict[str, flo
 
     last_is_channel = axes.endswith("C")
     rgb = last_is_channel and image.shape[-1] in (3, 4)
-    kwargs: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
+    kwargs: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack", "bigtiff": _bigtiff(image)}
     if last_is_channel:
         kwargs["planarconfig"] = "contig"  # channels interleaved within each page, as TIFF samples
     if ome:
@@ -245,6 +333,7 @@ def _write_tiff(path: Path, image: np.ndarray, axes: str, spacing: dict[str, flo
             metadata["spacing"] = spacing["Z"]
         if "X" in spacing and "Y" in spacing:
             kwargs["resolution"] = (1 / spacing["X"], 1 / spacing["Y"])
+        kwargs["bigtiff"] = False  # ImageJ reads its hyperstacks past 4 GB as contiguous data, not BigTIFF
         tifffile.imwrite(path, image, imagej=True, metadata=metadata, **kwargs)
         return
     # tifffile's JSON description keeps any axes order and dtype; spacing rides along under our own key.
@@ -252,6 +341,10 @@ def _write_tiff(path: Path, image: np.ndarray, axes: str, spacing: dict[str, flo
     if spacing:
         metadata["spacing_um"] = {k: float(v) for k, v in spacing.items()}
     tifffile.imwrite(path, image, ome=False, metadata=metadata, **kwargs)
+
+
+def _bigtiff(image: np.ndarray) -> bool:
+    return image.nbytes > BIGTIFF_BYTES
 
 
 def write_image(
@@ -262,34 +355,39 @@ def write_image(
     spacing: dict[str, float] | None = None,
     ome: bool = False,
 ) -> None:
-    """Write ``image`` to ``path``; the suffix picks the format.
+    """Write ``image`` to ``path`` atomically (see :func:`replacing`); the suffix picks the format.
 
     For TIFF with ``axes`` (letters of ``TZCYXQ``, see the module docstring) the axes and
     ``spacing`` (micrometres per axis letter) are stored so :func:`read_image_file` gets
     them back: as OME-TIFF when ``ome`` or the name ends in ``.ome.tif``; else as an ImageJ
     hyperstack when ImageJ can hold the dtype and axes order; else in tifffile's JSON
     description. Other formats carry no axes: ``axes``, ``spacing`` and ``ome`` are ignored.
+    Images over 4 GB are written as BigTIFF.
     """
     path = Path(path)
     check_writable(path, image.dtype, image.shape)
-    if path.suffix.lower() not in TIFF:
-        import imageio.v3 as iio
-
-        iio.imwrite(path, image)
-        return
+    suffix = path.suffix.lower()
     spacing = dict(spacing or {})
     ome = ome or path.name.lower().endswith(OME_SUFFIXES)
-    if axes is not None:
-        _check_axes(axes, image, spacing)
-        _write_tiff(path, image, axes, spacing, ome)
-        return
-    if spacing:
-        raise ValueError("spacing needs axes to say which axis each value belongs to")
-    import tifffile
+    if suffix in TIFF:
+        if axes is not None:
+            _check_axes(axes, image, spacing)
+        elif spacing:
+            raise ValueError("spacing needs axes to say which axis each value belongs to")
+    with replacing(path) as partial:
+        if suffix not in TIFF:
+            import imageio.v3 as iio
 
-    # Say how to store it: tifffile's guess for (C, H, W) floats is deprecated.
-    rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
-    tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack", ome=ome)
+            iio.imwrite(partial, image)
+        elif axes is not None:
+            _write_tiff(partial, image, axes, spacing, ome)
+        else:
+            import tifffile
+
+            # Say how to store it: tifffile's guess for (C, H, W) floats is deprecated.
+            rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+            photometric = "rgb" if rgb else "minisblack"
+            tifffile.imwrite(partial, image, photometric=photometric, ome=ome, bigtiff=_bigtiff(image))
 
 
 def guess_channel_axis(image: np.ndarray) -> int | None:

@@ -57,6 +57,14 @@ def _steps(schedule: Any) -> Iterator[Step]:
         raise FitFailed(str(err)) from err
 
 
+def _relay(steps: Iterator[Step]) -> Iterator[Step]:
+    """The worker's generator: ``steps``, which the widget closes when the run ends.
+    A stopped worker leaves its generator suspended, holding the schedule and its fit
+    (network, optimiser, device tensors), and napari keeps every worker it made (its
+    task status registry holds ``worker.quit``): closing ``steps`` lets them go."""
+    yield from steps
+
+
 def _devices() -> list[str]:
     import torch
 
@@ -105,6 +113,7 @@ class DeepImagePriorWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._worker: Any = None
+        self._steps: Iterator[Step] | None = None  # the run's generator, closed when it ends
         self._job: Job | None = None
         self._output: Output | None = None
         self._preview_layer: Image | None = None
@@ -308,9 +317,10 @@ class DeepImagePriorWidget(QWidget):
         self._progress = progress(
             total=units if units > 1 else self.iterations.value, desc=f"Deep Image Prior: {output.name}"
         )
+        self._steps = _steps(schedule)
         worker = create_worker(
-            _steps,
-            schedule,
+            _relay,
+            self._steps,
             _start_thread=False,
             _ignore_errors=True,  # _on_error reports them, once
         )
@@ -542,6 +552,7 @@ class DeepImagePriorWidget(QWidget):
     def _on_error(self, err: BaseException) -> None:
         err = err.__cause__ or err
         self._remove_preview()
+        kept = self._keep_finished_planes()
         if isinstance(err, MemoryError):
             self._too_large(err)
         elif _is_out_of_memory(err):
@@ -549,6 +560,27 @@ class DeepImagePriorWidget(QWidget):
         else:
             show_error(f"Deep Image Prior failed: {err}")
             self.status.value = f"failed: {err}"
+        if kept:
+            self.status.value += f"; {kept}"
+
+    def _keep_finished_planes(self) -> str:
+        """After a failure mid-stack, the planes restored before it, as a layer (as Stop
+        keeps them); says what was kept, or "" when nothing was."""
+        job, output = self._job, self._output
+        if job is None or output is None or job.schedule.planes <= 1:
+            return ""
+        done = job.schedule.planes_done
+        if not done.any() or done.all():
+            return ""
+        try:
+            kept = output.keep_planes(job.result(), done)
+        except Exception:  # the failure may have left the current fit unreadable: keep nothing
+            return ""
+        unit, planes = output.unit, job.schedule.planes
+        label = f"{unit}s" if done.sum() > 1 else unit
+        name = f"{output.name} ({label} {plane_ranges(done)} of {planes}, before the error)"
+        self.viewer.add_image(kept, name=name, **output.kwargs)
+        return f"{done.sum()} of {planes} {unit}s restored before it are kept"
 
     def _too_large(self, err: MemoryError) -> None:
         show_error(f"Deep Image Prior: {err}")
@@ -563,6 +595,9 @@ class DeepImagePriorWidget(QWidget):
     def _on_finished(self) -> None:
         self._worker = None
         self._job = None
+        steps, self._steps = self._steps, None
+        if steps is not None:  # the worker's thread is done with it
+            steps.close()
         self._close_progress()
         self.run_button.text = "Run"
         self._unwatch_window()

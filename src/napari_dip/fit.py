@@ -22,12 +22,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .networks import Prior, build_network, input_channels
+from ._names import TASKS
+from .networks import Prior, input_channels, seeded_network
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
-TASKS: tuple[Task, ...] = ("denoise", "inpaint", "super-resolve", "flash-no-flash")
 NET_INPUTS = ("noise", "meshgrid")
 #: Eager steps before a CUDA graph is captured (cuDNN autotuning, Adam state).
 GRAPH_WARMUP = 3
@@ -35,6 +35,11 @@ GRAPH_WARMUP = 3
 STOP_CHECK_EVERY = 25
 #: Seconds between previews when ``preview_every`` is None.
 PREVIEW_SECONDS = 1.0
+#: Per-iteration values wait on the device in chunks of this many, then go to the host
+#: in one copy: one sync per chunk, and no buffer sized by the planned iterations.
+CHUNK = 256
+#: Iterations whose loss (and statistic) the host keeps: ``Fit.losses``, the plots.
+HISTORY = 2**16
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,45 @@ def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, tuple) else (value,) * n
 
 
+class _History:
+    """The loss (row 0) and the stopping rule's statistic (row 1) of each iteration,
+    kept for the last ``HISTORY`` iterations whatever the planned count."""
+
+    def __init__(self, rows: int, length: int, device: torch.device) -> None:
+        self._chunk = torch.full((rows, max(1, min(length, CHUNK))), math.nan, device=device)
+        self._filled = 0
+        self._blocks: list[np.ndarray] = []  # (rows, n) host copies, oldest first
+        self._kept = 0
+
+    def append(self, loss: torch.Tensor, statistic: torch.Tensor | None = None) -> None:
+        if self._filled == self._chunk.shape[1]:
+            self._flush()
+        self._chunk[0, self._filled] = loss
+        if statistic is not None:
+            self._chunk[1, self._filled] = statistic
+        self._filled += 1
+
+    def _flush(self) -> None:
+        if self._filled:
+            self._blocks.append(self._chunk[:, : self._filled].to("cpu", copy=True).numpy())
+            self._kept += self._filled
+            self._filled = 0
+            while self._kept - self._blocks[0].shape[1] >= HISTORY:
+                self._kept -= self._blocks.pop(0).shape[1]
+
+    def last(self, n: int) -> np.ndarray:
+        """The values of the last ``n`` iterations (fewer if not kept), (rows, n)."""
+        self._flush()
+        tail: list[np.ndarray] = []
+        for block in reversed(self._blocks):
+            if n <= 0:
+                break
+            tail.append(block[:, -n:])
+            n -= block.shape[1]
+        rows = self._chunk.shape[0]
+        return np.concatenate(tail[::-1], axis=1) if tail else np.zeros((rows, 0), np.float32)
+
+
 #: Warm-start state of a fit: network weights and Adam's moments, on its device.
 Checkpoint = dict
 
@@ -281,60 +325,57 @@ class Fit:
         else:
             in_channels = input_channels(network, width)
         net_options = {} if ndim == 2 else {"spatial_dims": 3, "z_size": shape[0], "anisotropy": float(anisotropy)}
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.seed)
-            net = build_network(network, in_channels, channels, width, **net_options)
-            cpu_gen = torch.Generator().manual_seed(self.seed + 1)
-            if guide is not None and net.input_stride != 1:
-                raise ValueError(
-                    f"network {network!r} takes no image input; use it for other tasks than flash-no-flash"
-                )
+        # The fit's own generators, never torch's global one: seeded fits hold in any thread.
+        net = seeded_network(network, in_channels, channels, width, self.seed, **net_options)
+        cpu_gen = torch.Generator().manual_seed(self.seed + 1)
+        if guide is not None and net.input_stride != 1:
+            raise ValueError(f"network {network!r} takes no image input; use it for other tasks than flash-no-flash")
 
-            # Super-resolution enlarges Y and X only (a volume keeps its planes).
-            scale = factor if task == "super-resolve" else 1
-            scales = (1,) * (ndim - 2) + (scale, scale)
-            canvas, start = canvas_geometry(tuple(shape), net, scales)
-            region: Region = tuple(slice(s, s + n) for s, n in zip(start, shape, strict=True))
-            self.canvas = tuple(c * f for c, f in zip(canvas, scales, strict=True))
-            self.output_region: Region = tuple(
-                slice(s * f, (s + n) * f) for s, n, f in zip(start, shape, scales, strict=True)
-            )
+        # Super-resolution enlarges Y and X only (a volume keeps its planes).
+        scale = factor if task == "super-resolve" else 1
+        scales = (1,) * (ndim - 2) + (scale, scale)
+        canvas, start = canvas_geometry(tuple(shape), net, scales)
+        region: Region = tuple(slice(s, s + n) for s, n in zip(start, shape, strict=True))
+        self.canvas = tuple(c * f for c, f in zip(canvas, scales, strict=True))
+        self.output_region: Region = tuple(
+            slice(s * f, (s + n) * f) for s, n, f in zip(start, shape, scales, strict=True)
+        )
 
-            self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-            measured = self._image[None]
-            self._known = None if known is None else torch.from_numpy(np.asarray(known, dtype=bool))
-            if task == "inpaint" and known is None:
-                raise ValueError("inpainting needs a mask of known pixels")
-            if task == "super-resolve":
-                operator = LanczosDownsample(scale, region)
-                if self._known is not None:
-                    operator = Masked(operator, self._known)
-            else:
-                operator = Identity(region) if self._known is None else Mask(self._known, region)
+        self._image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        measured = self._image[None]
+        self._known = None if known is None else torch.from_numpy(np.asarray(known, dtype=bool))
+        if task == "inpaint" and known is None:
+            raise ValueError("inpainting needs a mask of known pixels")
+        if task == "super-resolve":
+            operator = LanczosDownsample(scale, region)
             if self._known is not None:
-                measured = measured * self._known
+                operator = Masked(operator, self._known)
+        else:
+            operator = Identity(region) if self._known is None else Mask(self._known, region)
+        if self._known is not None:
+            measured = measured * self._known
 
-            self.rule = None if stopping is None else make_rule(stopping)
-            held_out = None
-            if self.rule is not None and self.rule.held_out > 0:
-                if task == "super-resolve":
-                    raise ValueError(
-                        "the 'validation' rule needs the image and the output in one frame; "
-                        "use 'wmv' or 'emv' for super-resolution"
-                    )
-                usable = torch.ones(shape, dtype=torch.bool) if self._known is None else self._known
-                held_out = _random_subset(usable, self.rule.held_out, cpu_gen)
-                fit_known = usable & ~held_out
-                operator = Mask(fit_known, region)
-                measured = self._image[None] * fit_known
+        self.rule = None if stopping is None else make_rule(stopping)
+        held_out = None
+        if self.rule is not None and self.rule.held_out > 0:
+            if task == "super-resolve":
+                raise ValueError(
+                    "the 'validation' rule needs the image and the output in one frame; "
+                    "use 'wmv' or 'emv' for super-resolution"
+                )
+            usable = torch.ones(shape, dtype=torch.bool) if self._known is None else self._known
+            held_out = _random_subset(usable, self.rule.held_out, cpu_gen)
+            fit_known = usable & ~held_out
+            operator = Mask(fit_known, region)
+            measured = self._image[None] * fit_known
 
-            s = net.input_stride
-            if guide is not None:
-                z = torch.from_numpy(_pad_into(np.asarray(guide, np.float32), self.canvas, start))[None]
-            elif net_input == "meshgrid":
-                z = _meshgrid(tuple(n // s for n in self.canvas))
-            else:
-                z = torch.rand(1, in_channels, *(n // s for n in self.canvas), generator=cpu_gen) * 0.1
+        s = net.input_stride
+        if guide is not None:
+            z = torch.from_numpy(_pad_into(np.asarray(guide, np.float32), self.canvas, start))[None]
+        elif net_input == "meshgrid":
+            z = _meshgrid(tuple(n // s for n in self.canvas))
+        else:
+            z = torch.rand(1, in_channels, *(n // s for n in self.canvas), generator=cpu_gen) * 0.1
 
         dev = self.device
         # Measured on an H200 and a 2-core CPU (BENCHMARKS.md): channels-last is ~20 % faster
@@ -352,7 +393,7 @@ class Fit:
         self._z_noisy = torch.empty_like(self._z) if self.input_noise > 0 else self._z
         self._average = torch.zeros((1, channels, *self.canvas), device=dev)
         self._loss = torch.zeros((), device=dev)
-        self._losses = torch.zeros(self.iterations, device=dev)
+        self._history = _History(1 if stopping is None else 2, self.iterations, dev)
         self._output = self._average
         self.stopped_early = False
         if self.rule is not None:
@@ -390,7 +431,6 @@ class Fit:
         """Give the rule its sample: random output values for the variance rules,
         the held-out pixels (and their measured values) for validation."""
         dev, channels = self.device, self._image.shape[0]
-        self._statistics = torch.full((self.iterations,), math.nan, device=dev)
         if held_out is None:
             flat = _canvas_indices(self.canvas, self.output_region, channels)
             flat = flat[torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]]
@@ -445,29 +485,30 @@ class Fit:
 
     def __iter__(self) -> Iterator[Progress]:
         """Run the remaining iterations, yielding a ``Progress`` after each."""
-        losses, every, rule = self._losses, self.preview_every, self.rule
+        history, every, rule = self._history, self.preview_every, self.rule
         start = last_time = time.perf_counter()
         last_preview = self.iteration
         while self.iteration < self.iterations and not self.stopped_early:
             with self._on_device():
                 self._advance()
-            losses[self.iteration] = self._loss
-            if rule is not None:
-                self._statistics[self.iteration] = rule.update(self.iteration + 1, self._output, self._average)
+            statistic = None if rule is None else rule.update(self.iteration + 1, self._output, self._average)
+            history.append(self._loss, statistic)
             self.iteration += 1
             i, now = self.iteration, time.perf_counter()
             if rule is not None and i % STOP_CHECK_EVERY == 0 and rule.done(i):
                 self.stopped_early = True
-            preview = history = statistics = best = None
+            preview = losses = statistics = best = None
             due = now - last_time >= PREVIEW_SECONDS if every is None else i % every == 0
             if due or i == self.iterations or self.stopped_early:
                 preview = self.result()
-                history = losses[last_preview:i].cpu().numpy()
+                recent = history.last(i - last_preview)
+                losses = recent[0]
                 if rule is not None:
-                    statistics = self._statistics[last_preview:i].cpu().numpy()
+                    statistics = recent[1]
                     best = rule.best_iteration
                 last_preview, last_time = i, time.perf_counter()
-            yield Progress(i, self.iterations, now - start, preview, history, statistics, best, losses[i - 1])
+            # A copy: the loss buffer is reused, and a record may be read long after.
+            yield Progress(i, self.iterations, now - start, preview, losses, statistics, best, self._loss.clone())
 
     @property
     def best_iteration(self) -> int | None:
@@ -476,8 +517,8 @@ class Fit:
 
     @property
     def statistics(self) -> np.ndarray | None:
-        """The stopping rule's statistic at every iteration so far, or None."""
-        return None if self.rule is None else self._statistics[: self.iteration].cpu().numpy()
+        """The stopping rule's statistic at each iteration so far (the last ``HISTORY``), or None."""
+        return None if self.rule is None else self._history.last(self.iteration)[1]
 
     @property
     def output(self) -> torch.Tensor:
@@ -491,8 +532,8 @@ class Fit:
 
     @property
     def losses(self) -> np.ndarray:
-        """Loss of every iteration done so far (one host copy)."""
-        return self._losses[: self.iteration].cpu().numpy()
+        """Loss of each iteration so far (the last ``HISTORY``)."""
+        return self._history.last(self.iteration)[0]
 
     def result(self) -> np.ndarray:
         """The averaged output so far, float32 (C, H, W) in [0, 1].

@@ -144,7 +144,7 @@ def _simulate_step(spec: _Spec, canvas: tuple[int, ...], run_on: torch.device, s
     ``scale``: target pixels per pixel of ``canvas``, so small storages are told apart as at
     the target size."""
     tracker = _LiveBytes(round(spec.overhead.small_below / scale), spec.overhead.small_weight)
-    with torch.random.fork_rng(devices=[]), tracker, torch.device(run_on):
+    with tracker, torch.device(run_on):
         net = spec.build().to(memory_format=_memory_format(len(canvas), spec.device))
         params = [p for p in net.parameters() if p.requires_grad]
         moments = [torch.zeros_like(p) for p in params for _ in range(2)]  # Adam's m and v
@@ -218,7 +218,11 @@ def _step_bytes(
     overhead: Overhead,
 ) -> int:
     def build() -> Prior:
-        return build_network(network, in_channels, out_channels, width, **dict(options))
+        # Built on meta, then given storage where the caller runs: no weights drawn, so
+        # torch's global generator is left alone (only memory is measured).
+        with torch.device("meta"):
+            net = build_network(network, in_channels, out_channels, width, **dict(options))
+        return net.to_empty(device=torch.get_default_device())
 
     with torch.device("meta"):
         net = build()
@@ -353,6 +357,11 @@ def usable_bytes(available: int) -> int:
 # --- telling the user -----------------------------------------------------------------
 
 
+def _gb(n: int) -> str:
+    gb = n / _GB
+    return f"{gb:.1f} GB" if gb < 1e5 else f"{gb:.2g} GB"
+
+
 def advice(
     estimate: int,
     available: int,
@@ -361,15 +370,15 @@ def advice(
     device: str | torch.device = "cpu",
     tile_size: int | None = None,
     width: int | None = None,
+    first: str | None = None,
 ) -> str:
     """The message for a fit that does not fit: both numbers in GB and what to do instead
-    (``tile_size``, a smaller ``width``: concrete values the caller worked out)."""
+    (``first``, then ``tile_size``, a smaller ``width``: concrete values the caller worked out)."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     text = (
-        f"{what} needs about {estimate / _GB:.1f} GB, {available / _GB:.1f} GB available on {dev}"
-        f" (at most {SAFETY:.0%} of it is used)"
+        f"{what} needs about {_gb(estimate)}, {_gb(available)} available on {dev} (at most {SAFETY:.0%} of it is used)"
     )
-    remedies = []
+    remedies = [] if first is None else [first]
     if tile_size is not None:
         remedies.append(f"pass tile_size={tile_size} to restore it in tiles")
     if width is not None:

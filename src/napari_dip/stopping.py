@@ -23,9 +23,8 @@ import math
 
 import torch
 
-RULES = ("wmv", "emv", "validation")
-#: The rule used when none is named; chosen from benchmarks/early_stopping.py (BENCHMARKS.md).
-DEFAULT_RULE = "emv"
+from ._names import DEFAULT_RULE as DEFAULT_RULE  # re-exported: the engine's default
+from ._names import RULES
 
 
 class Rule:
