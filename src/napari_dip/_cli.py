@@ -34,18 +34,16 @@ if os.path.basename(sys.argv[0]) == PROG and signal.getsignal(signal.SIGINT) is 
     signal.signal(signal.SIGINT, _quit_at_once)
 
 import argparse
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._names import NETWORKS, RULES
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from ._io import ImageFile
 
 #: napari sample key -> the task it demonstrates.
 SAMPLE_TASKS = {
@@ -331,61 +329,6 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
     return result
 
 
-def _channel_axis(args: argparse.Namespace, file: ImageFile) -> int | None:
-    """--channel-axis, else the file's C axis, else RGB(A) on the last axis, else none."""
-    if args.channel_axis is not None:
-        return args.channel_axis
-    image = file.data
-    if file.axes is not None and "C" in file.axes:
-        return file.axes.index("C")
-    if image.ndim >= 3 and image.shape[-1] in (3, 4):
-        return -1
-    return None
-
-
-def _spacing(args: argparse.Namespace, file: ImageFile) -> tuple[float, float, float] | None:
-    if not args.volumetric:
-        return None
-    if args.spacing is not None:
-        return tuple(args.spacing)
-    if file.spacing and all(k in file.spacing for k in "ZYX"):
-        return tuple(file.spacing[k] for k in "ZYX")
-    return None
-
-
-def _check_axes(args: argparse.Namespace, file: ImageFile, axis: int | None) -> None:
-    """With axis metadata, the fitted axes must be (Z,) Y, X."""
-    if file.axes is None or args.channel_axis is not None:
-        return
-    spatial = [a for i, a in enumerate(file.axes) if axis is None or i != axis % len(file.axes)]
-    wanted = "ZYX" if args.volumetric else "YX"
-    if "".join(spatial[-len(wanted) :]) != wanted:
-        raise ValueError(
-            f"the file's axes are {file.axes}: the last axes must be {', '.join(wanted)}"
-            + (" (no Z axis for --volumetric)" if args.volumetric else "")
-        )
-
-
-def _channels_last_shape(image: np.ndarray, axis: int | None) -> tuple[int, ...]:
-    import numpy as np
-
-    return image.shape if axis is None else np.moveaxis(image, axis, -1).shape
-
-
-def _check_format(path: str, image: np.ndarray, axis: int | None) -> None:
-    """Before the fit: the output format can hold the result (its dtype: ``output_dtype``)."""
-    from ._convert import as_image, output_dtype
-    from ._io import check_writable
-
-    check_writable(path, output_dtype(as_image(image).dtype), _channels_last_shape(image, axis))
-
-
-def _known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4):  # an RGB(A) mask image: any colour counts
-        mask = mask[..., :3].max(axis=-1)
-    return (mask == 0) if known else mask
-
-
 class _Terminated(BaseException):
     """SIGTERM while a file is written (a BaseException: nothing on the way swallows it)."""
 
@@ -394,16 +337,16 @@ def _terminate(*_: object) -> None:
     raise _Terminated
 
 
-def _write(path: str, image: np.ndarray, **kwargs: Any) -> None:
-    """Write atomically. Ctrl-C or SIGTERM meanwhile remove the temporary file and leave
-    ``path`` as it was (they raise, instead of ending the process at once)."""
-    from ._io import write_image
-
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Around an atomic write: Ctrl-C or SIGTERM meanwhile raise (instead of ending the
+    process at once) so the temporary file is removed and ``path`` stays as it was; a
+    failed write says that nothing was lost."""
     previous = _set_sigint(signal.default_int_handler)
     previous_term = signal.signal(signal.SIGTERM, _terminate) if previous is not None else None
     existed = os.path.exists(path)
     try:
-        write_image(path, image, **kwargs)
+        yield
     except OSError as err:  # a full disk, a quota, a file-size limit
         kept = "the existing file is unchanged" if existed else "no file was left behind"
         raise OSError(f"writing {path} failed ({_one_line(err)}); {kept}") from err
@@ -416,7 +359,7 @@ def _write(path: str, image: np.ndarray, **kwargs: Any) -> None:
 def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
     import numpy as np
 
-    from ._io import check_writable
+    from ._io import check_writable, write_image
     from ._sample_data import noisy_pair
 
     clean, noisy = noisy_pair()
@@ -427,7 +370,8 @@ def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2)))
 
     gap = np.full((clean.shape[0], 8, 3), 255, np.uint8)
-    _write(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
+    with _writing(args.output):
+        write_image(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
     print(
         f"noisy {psnr(noisy):.2f} dB -> restored {psnr(restored):.2f} dB; "
         f"wrote {args.output} (noisy | restored | clean)"
@@ -492,41 +436,34 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         _example(args, interrupts)
         return INTERRUPTED if interrupts.stop_requested else 0
 
-    import numpy as np
+    from ._files import check_format, known_or_missing, open_source, write_result
+    from ._io import read_image
 
-    from ._io import TIFF, read_image, read_image_file
-
-    file = read_image_file(args.flash if args.command == "flash-no-flash" else args.input)
-    image = file.data
-    axis = _channel_axis(args, file)
-    _check_axes(args, file, axis)
-    options: dict[str, Any] = {"channel_axis": axis, "spacing": _spacing(args, file)}
+    volumetric = getattr(args, "volumetric", False)
+    source = open_source(
+        args.flash if args.command == "flash-no-flash" else args.input,
+        channel_axis=args.channel_axis,
+        volumetric=volumetric,
+        spacing=args.spacing,
+    )
+    image, axis = source.data, source.channel_axis
+    options: dict[str, Any] = {"channel_axis": axis, "spacing": source.spacing}
     if args.command == "denoise":
-        _check_format(args.output, image, axis)
+        check_format(args.output, image, axis)
         result = _run("denoise", args, interrupts, image, **options)
     elif args.command == "inpaint":
-        _check_format(args.output, image, axis)
-        mask = _known_or_missing(read_image(args.mask), args.mask_known)
+        check_format(args.output, image, axis)
+        mask = known_or_missing(read_image(args.mask), args.mask_known)
         result = _run("inpaint", args, interrupts, image, mask=mask, **options)
     elif args.command == "super-resolve":
-        _check_format(args.output, image, axis)
+        check_format(args.output, image, axis)
         result = _run("super-resolve", args, interrupts, image, scale=args.scale, **options)
     else:
         no_flash = read_image(args.no_flash)
-        _check_format(args.output, no_flash, axis)
+        check_format(args.output, no_flash, axis)
         result = _run("flash-no-flash", args, interrupts, no_flash, flash=image, **options)
-    suffix = Path(args.output).suffix.lower()
-    if suffix in TIFF:
-        spacing = dict(file.spacing)
-        if args.command == "super-resolve":  # smaller pixels, same field of view
-            spacing.update({k: v / args.scale for k, v in spacing.items() if k in "YX"})
-        axes = file.axes if file.axes is not None and len(file.axes) == result.ndim else None
-        ome = file.ome or str(args.output).lower().endswith((".ome.tif", ".ome.tiff"))
-        _write(args.output, result, axes=axes, spacing=spacing if axes else None, ome=ome and axes is not None)
-    else:
-        if axis is not None:
-            result = np.moveaxis(result, axis, -1)  # PNG and JPEG hold channels last
-        _write(args.output, result)
+    with _writing(args.output):
+        write_result(args.output, result, source, scale=args.scale if args.command == "super-resolve" else 1)
     shape = "x".join(map(str, result.shape))
     if interrupts.stop_requested:
         print(f"wrote the result so far to {args.output} ({shape} {result.dtype})", file=sys.stderr)
