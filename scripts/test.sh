@@ -9,7 +9,7 @@ bash scripts/system-deps.sh
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned here only, for a quick CPU install; the package itself takes a range.
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[all,test]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[all,test,batch]"
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

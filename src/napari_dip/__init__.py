@@ -11,10 +11,11 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._api import denoise, flash_no_flash, inpaint, super_resolve
+    from ._batch import batch
 
     __version__: str
 
-__all__ = ["__version__", "denoise", "flash_no_flash", "inpaint", "super_resolve"]
+__all__ = ["__version__", "batch", "denoise", "flash_no_flash", "inpaint", "super_resolve"]
 
 
 def __getattr__(name: str) -> "Any":
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> "Any":
             return version("napari-dip")
         except PackageNotFoundError:  # a source tree that is not installed
             return "0+unknown"
+    if name == "batch":
+        from ._batch import batch
+
+        return batch
     if name in __all__:
         from . import _api
 

@@ -38,6 +38,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._names import NETWORKS, RULES
@@ -55,7 +56,7 @@ SAMPLE_TASKS = {
 }
 
 
-def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
+def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool = False) -> None:
     parser.add_argument("--iterations", type=int, default=None, help=iterations_help)
     parser.add_argument("--network", default="skip", choices=NETWORKS, help="the prior (default: skip)")
     parser.add_argument("--width", type=int, default=128, help="channels per level (default: 128; 32-64 is faster)")
@@ -104,12 +105,15 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str) -> None:
         help="automatic early stopping: auto (default: on for denoise when --iterations is not "
         "given), a rule (--iterations is then the cap) or none",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    parser.add_argument(
-        "--keep-partial",
-        action="store_true",
-        help="on Ctrl-C, stop the fit and write the result so far (default: write nothing)",
-    )
+    if batch:
+        parser.add_argument("--overwrite", action="store_true", help="restore again files whose output exists")
+    else:
+        parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+        parser.add_argument(
+            "--keep-partial",
+            action="store_true",
+            help="on Ctrl-C, stop the fit and write the result so far (default: write nothing)",
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -177,6 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="napari-dip-example.png", help="PNG to write")
     _common(p, "Adam steps (default: stop automatically)")
     p.set_defaults(width=48)
+
+    p = sub.add_parser(
+        "batch",
+        help="restore many files on a Dask cluster",
+        description="Restore every image in INPUT (files, or folders searched recursively) into "
+        "OUTPUT_DIR, mirroring the folders, one task per file on a Dask distributed cluster: a "
+        "local one by default, or --scheduler's. Outputs that exist are skipped, so running the "
+        "command again after an interruption continues where it stopped. Formats: TIFF, OME-TIFF, "
+        "PNG, JPEG; CZI, ND2, LIF and OME-Zarr with pip install 'napari-dip[formats]'.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the results go (created if missing)")
+    p.add_argument(
+        "--task", default="denoise", choices=("denoise", "inpaint", "super-resolve"), help="(default: denoise)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per GPU, else one per 2 CPU cores)",
+    )
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--pattern", default="*", help="file names to take from folders (default: *, every image)")
+    p.add_argument(
+        "--mask-suffix",
+        default="_mask",
+        help="inpainting: IMAGE.tif takes IMAGE<suffix>.* beside it as its mask (default: _mask)",
+    )
+    p.add_argument("--mask-known", action="store_true", help="inpainting masks mark the known pixels instead")
+    p.add_argument("--scale", type=int, default=4, help="super-resolution factor (default: 4)")
+    _common(p, "Adam steps (default: the task's; denoise stops automatically)", batch=True)
 
     p = sub.add_parser(
         "demo",
@@ -424,10 +459,65 @@ def _inputs(args: argparse.Namespace) -> list[str]:
     return [getattr(args, k) for k in ("input", "mask", "flash", "no_flash") if getattr(args, k, None)]
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from ._batch import find_images, has_dashboard, progress_bar, restore_files, start_client
+
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"OUTPUT_DIR {output_dir} is a file; name a folder")
+    items = find_images(args.inputs, output_dir, pattern=args.pattern, task=args.task, mask_suffix=args.mask_suffix)
+    if not items:
+        raise ValueError(f"no images found in {', '.join(args.inputs)} (pattern {args.pattern!r})")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from ._io import check_output
+
+    check_output(output_dir / ".napari-dip-probe", overwrite=True)  # the folder takes new files
+    options: dict[str, Any] = {
+        "iterations": args.iterations,
+        "network": args.network,
+        "width": args.width,
+        "lr": args.lr,
+        "device": args.device,
+        "seed": args.seed,
+        "stopping": None if args.stopping == "none" else args.stopping,
+        "channel_axis": args.channel_axis,
+        "volumetric": args.volumetric,
+        "spacing": args.spacing,
+        "tile_size": args.tile_size,
+        "warm_start": args.warm_start,
+        "mask_suffix": args.mask_suffix,
+    }
+    if args.task == "super-resolve":
+        options["scale"] = args.scale
+    if args.task == "inpaint":
+        options["mask_known"] = args.mask_known
+    # Ctrl-C now raises, so that the cluster is shut down; finished files stay.
+    _set_sigint(signal.default_int_handler)
+    client, cluster = start_client(args.workers, args.scheduler)
+    try:
+        workers = len(client.scheduler_info().get("workers", {}))
+        where = args.scheduler or "a local cluster"
+        print(f"{len(items)} file(s), {workers} worker(s) on {where}", file=sys.stderr)
+        if cluster is not None and has_dashboard():
+            print(f"Dask dashboard: {cluster.dashboard_link}", file=sys.stderr)
+        report = restore_files(client, items, args.task, args.overwrite, progress_bar(args.quiet), options)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished files are kept: run the same command again to go on", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     if args.command == "demo":
         _demo(args.sample)
         return 0
+    if args.command == "batch":
+        return _batch(args)
     from ._io import check_output
 
     # First the output, in a blink: a long fit must not end in an error, nor overwrite anything.

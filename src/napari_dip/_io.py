@@ -22,6 +22,11 @@ import numpy as np
 
 TIFF = (".tif", ".tiff")
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")
+#: Read with imageio.
+IMAGEIO = (".png", ".jpg", ".jpeg", ".bmp")
+#: Microscopy formats read through the bioio reader plugins (``pip install 'napari-dip[formats]'``);
+#: OME-Zarr is a folder.
+BIOIO = (".czi", ".nd2", ".lif", ".zarr")
 #: Formats imageio writes: (dtype, channels) they hold, channels 1 meaning a 2-D image.
 WRITABLE = {
     ".png": {("uint8", 1), ("uint8", 3), ("uint8", 4), ("uint16", 1)},
@@ -131,8 +136,21 @@ def _shaped_spacing(meta: dict[str, Any]) -> dict[str, float]:
 
 
 def _read_tiff(path: Path) -> ImageFile:
+    import logging
+
     import tifffile
 
+    # tifffile logs what it finds odd; a damaged file must end in one error line, not two.
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return _read_tiff_file(tifffile, path)
+    finally:
+        logger.setLevel(level)
+
+
+def _read_tiff_file(tifffile: Any, path: Path) -> ImageFile:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         data = series.asarray()
@@ -167,12 +185,15 @@ def read_image_file(path: str | Path) -> ImageFile:
     ``axes=None``. PNG, JPEG etc. give ``"YX"`` or ``"YXC"``.
     """
     path = Path(path)
-    if path.is_dir():
+    suffix = path.suffix.lower()
+    if path.is_dir() and suffix != ".zarr":
         raise IsADirectoryError(f"{path} is a folder, not an image file")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if suffix in BIOIO:
+        return _read_bioio(path)
     try:
-        if path.suffix.lower() in TIFF:
+        if suffix in TIFF:
             return _read_tiff(path)
         import imageio.v3 as iio
 
@@ -182,6 +203,35 @@ def read_image_file(path: str | Path) -> ImageFile:
     except Exception as err:  # the readers raise many types; the user needs one line
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot read {path} as an image: {reason}") from err
+
+
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path``'s name says it is an image this package reads."""
+    return Path(path).suffix.lower() in (*TIFF, *IMAGEIO, *BIOIO)
+
+
+def _read_bioio(path: Path) -> ImageFile:
+    """A microscopy file through bioio: its first scene, axes from its dimension order
+    (singleton axes dropped), pixel sizes in micrometres."""
+    try:
+        from bioio import BioImage
+    except ImportError:
+        raise ValueError(
+            f"reading {path.suffix} files needs bioio and its reader: pip install 'napari-dip[formats]'"
+        ) from None
+    try:
+        image = BioImage(path)
+        data = np.asarray(image.data)
+        order = str(image.dims.order)
+        sizes = image.physical_pixel_sizes
+    except Exception as err:  # no reader plugin for the format, a damaged file, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} with bioio: {reason}") from err
+    keep = [i for i, a in enumerate(order) if a in "YX" or data.shape[i] > 1]
+    data = data.reshape([data.shape[i] for i in keep])
+    axes = _normalise_axes("".join(order[i] for i in keep))
+    spacing = {k: float(v) for k, v in zip("ZYX", sizes, strict=False) if v and k in axes}
+    return ImageFile(data=data, axes=axes, spacing=spacing)
 
 
 def read_image(path: str | Path) -> np.ndarray:
