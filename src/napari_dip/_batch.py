@@ -34,8 +34,13 @@ __all__ = ["BatchItem", "BatchReport", "FileReport", "batch", "find_images", "st
 
 #: Times a task may be on a worker that dies before it is reported as failed.
 ALLOWED_FAILURES = 2
-#: torch threads each CPU worker gets at least (fewer workers than that on small machines).
-THREADS_PER_WORKER = 2
+#: CPU workers: one per core, each with one torch thread. Small fits barely gain from a
+#: second thread, so processes win: 2 workers of 1 thread restored 2.0x the files per
+#: minute of 1 worker of 2 threads on 64² images (BENCHMARKS.md, batch throughput).
+THREADS_PER_WORKER = 1
+#: Memory set aside per CPU worker (torch itself, a network, a plane's activations), so
+#: that a many-core machine with little memory does not start more workers than it holds.
+WORKER_BYTES = 3 * 2**30
 
 Status = Literal["done", "skipped", "failed"]
 
@@ -252,8 +257,10 @@ def start_client(workers: int | None = None, scheduler: str | None = None) -> tu
         else:
             cluster = LocalCUDACluster(n_workers=workers or gpus, threads_per_worker=1, dashboard_address=dashboard)
         return Client(cluster), cluster
+    from .memory import available_bytes
+
     cores = _cpu_count()
-    n = workers or max(1, cores // THREADS_PER_WORKER)
+    n = workers or max(1, min(cores // THREADS_PER_WORKER, available_bytes("cpu") // WORKER_BYTES))
     threads = str(max(1, cores // n))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     cluster = LocalCluster(

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="local worker processes (default: one per GPU, else one per 2 CPU cores)",
+        help="local worker processes (default: one per GPU, else one per CPU core, as memory allows)",
     )
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--pattern", default="*", help="file names to take from folders (default: *, every image)")
