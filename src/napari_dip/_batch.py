@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ._io import BIOIO, IMAGEIO, PARTIAL, TIFF, is_image_path, same_file
+from ._io import PARTIAL, TIFF, is_image_path, same_file
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -427,25 +427,23 @@ def restore_files(
     return BatchReport([reports[i] for i in range(len(items))], time.perf_counter() - start)
 
 
-def progress_bar(quiet: bool) -> Callable[[FileReport, int, int], None]:
-    """A tqdm bar over the files, with failures printed above it as they come."""
-    from tqdm import tqdm
+class ProgressBar:
+    """A tqdm bar over the files (a ``progress`` callback), with failures printed above it
+    as they come; ``close()`` it when the batch ends early."""
 
-    bar: Any = None
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
 
-    def report(file: FileReport, done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="file", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+    def __call__(self, file: FileReport, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, disable=self.quiet, dynamic_ncols=True)
         if file.status == "failed":
-            bar.write(f"failed: {file.source}: {file.reason}", file=sys.stderr)
-        bar.update(done - bar.n)
-        if done == total:
-            bar.close()
+            self.bar.write(f"failed: {file.source}: {file.reason}", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
 
-    return report
-
-
-def formats_note() -> str:
-    """The readable suffixes, for help texts."""
-    return ", ".join(s.lstrip(".") for s in (*TIFF, *IMAGEIO, *BIOIO))
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

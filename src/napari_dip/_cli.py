@@ -460,7 +460,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from ._batch import find_images, has_dashboard, progress_bar, restore_files, start_client
+    from ._batch import ProgressBar, find_images, has_dashboard, restore_files, start_client
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -500,7 +500,11 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"{len(items)} file(s), {workers} worker(s) on {where}", file=sys.stderr)
         if cluster is not None and has_dashboard():
             print(f"Dask dashboard: {cluster.dashboard_link}", file=sys.stderr)
-        report = restore_files(client, items, args.task, args.overwrite, progress_bar(args.quiet), options)
+        progress = ProgressBar(args.quiet)
+        try:
+            report = restore_files(client, items, args.task, args.overwrite, progress, options)
+        finally:
+            progress.close()
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished files are kept: run the same command again to go on", file=sys.stderr)
         return INTERRUPTED
