@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ def test_existing_output_needs_overwrite(files, capsys):
     assert no_partial_files(folder)
 
 
-@pytest.mark.parametrize("where", ["a folder", "missing folder", "under a file", "unwritable folder", "format"])
+@pytest.mark.parametrize(
+    "where", ["a folder", "trailing slash", "missing folder", "under a file", "unwritable folder", "format", "stack"]
+)
 def test_unwritable_output_fails_in_under_a_second(files, capsys, where):
     folder, original, _ = files
     outputs = {
@@ -106,10 +109,13 @@ def test_unwritable_output_fails_in_under_a_second(files, capsys, where):
         "under a file": folder / "in.tif" / "out.tif",
         "unwritable folder": Path("/proc/napari-dip-out.tif"),  # refuses new files, even to root
         "format": folder / "out.png",  # PNG holds no float32
+        "stack": folder / "out.png",  # nor a stack
+        "trailing slash": str(folder / "new.tif") + "/",
     }
     source = folder / "in.tif"
-    if where == "format":
-        tifffile.imwrite(source, np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    if where in ("format", "stack"):
+        image = np.random.default_rng(0).random((2, 2, 32, 32) if where == "stack" else (32, 32))
+        tifffile.imwrite(source, (image * 255).astype(np.uint8 if where == "stack" else np.float32))
         original = source.read_bytes()
     if where == "unwritable folder" and not Path("/proc").is_dir():
         pytest.skip("needs Linux /proc")
@@ -117,7 +123,13 @@ def test_unwritable_output_fails_in_under_a_second(files, capsys, where):
     assert main(["denoise", str(source), str(outputs[where]), "--iterations", "100000", *FAST]) == 1
     assert time.perf_counter() - start < 1
     assert one_line_error(capsys.readouterr().err)
-    assert source.read_bytes() == original and no_partial_files(folder)
+    assert source.read_bytes() == original and no_partial_files(folder) and not (folder / "new.tif").exists()
+
+
+def test_inputs_that_are_not_regular_files_are_refused(tmp_path, capsys):
+    os.mkfifo(tmp_path / "fifo.tif")  # reading it would block forever
+    assert main(["denoise", str(tmp_path / "fifo.tif"), str(tmp_path / "out.tif"), *FAST]) == 1
+    assert "not a regular file" in capsys.readouterr().err
 
 
 def test_read_only_folder_is_found_before_the_fit(files, capsys):
@@ -169,6 +181,35 @@ def test_a_signal_during_the_write_leaves_the_old_file(files, capsys, monkeypatc
     assert one_line_error(err) and "no file was changed" in err
     assert (folder / "old.tif").read_bytes() == old and no_partial_files(folder)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_a_signal_after_the_rename_says_the_file_is_complete(files, capsys, monkeypatch):
+    folder, _, old = files
+    real = os.replace
+
+    def replace_then_get_signalled(src, dst):
+        real(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+    monkeypatch.setattr(os, "replace", replace_then_get_signalled)
+    argv = ["denoise", str(folder / "in.tif"), str(folder / "old.tif"), "--iterations", "2", "--overwrite", *FAST]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert one_line_error(err) and "was written in full" in err
+    assert (folder / "old.tif").read_bytes() != old and tifffile.imread(folder / "old.tif").shape == (32, 32)
+
+
+def test_write_only_and_read_only_modes_of_a_replaced_file_are_kept(tmp_path):
+    target = tmp_path / "out.tif"
+    for mode in (0o200, 0o444):
+        target.write_bytes(b"old")
+        target.chmod(mode)
+        with io.replacing(target) as partial:
+            partial.write_bytes(b"new")  # the temporary file is ours to write and fsync
+        assert target.stat().st_mode & 0o777 == mode
+        target.chmod(0o644)
+        assert target.read_bytes() == b"new"
 
 
 def test_a_file_size_limit_leaves_the_old_file(tmp_path):
@@ -392,6 +433,39 @@ def test_inpainting_returns_known_pixels_bit_for_bit(dtype):
         assert np.isfinite(out).all()
 
 
+def test_extreme_values_raise_no_warnings():
+    info = np.finfo(np.float32)
+    image = extremes(np.float32)
+    image[0, :4] = [info.max, info.max, info.min, info.min]
+    mask = np.zeros(image.shape, bool)
+    mask[8:16, 8:16] = True
+    hidden = np.where(mask, 1e308, np.abs(extremes(np.float64)))  # huge values under a mask are never used
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for out in (
+            denoise(image, **TINY),
+            inpaint(image, mask, **TINY),
+            denoise(np.ma.masked_array(hidden, mask), **TINY),
+        ):
+            assert np.isfinite(out).all()
+
+
+def test_byte_order_and_odd_dtypes():
+    big = extremes(np.uint16).astype(">u2")
+    mask = np.zeros(big.shape, bool)
+    mask[8:16, 8:16] = True
+    assert denoise(big, **TINY).dtype == inpaint(big, mask, **TINY).dtype == np.dtype("=u2")
+    for bad, error, message in [
+        (np.zeros((0, 16)), ValueError, "empty"),
+        (np.zeros((16, 16), "m8[s]"), TypeError, "integer or floating-point"),
+        (np.zeros((16, 16), complex), TypeError, "integer or floating-point"),
+    ]:
+        with pytest.raises(error, match=message):
+            denoise(bad, **TINY)
+    with pytest.raises(ValueError, match="mask shape"):
+        inpaint(big, True, **TINY)  # a bool is a mask, of the wrong shape
+
+
 @pytest.mark.parametrize("values", [(1e-310, 3e-310), (-1e308, 1.7e308), (1e300, 1e300)])
 def test_float64_data_near_its_limits_comes_back_finite(values):
     t = np.random.default_rng(0).random((24, 24))
@@ -456,7 +530,9 @@ def test_absurd_iteration_counts_allocate_nothing_up_front(monkeypatch):
     ("call", "error", "message"),
     [
         (lambda img: denoise(img, width=10**9, device="cpu"), ValueError, "width must be between"),
-        (lambda img: super_resolve(img, 10**6, width=8, device="cpu"), MemoryError, "smaller scale"),
+        (lambda img: super_resolve(img, 2**70, width=8, device="cpu"), ValueError, "scale must be an integer from 2"),
+        (lambda img: super_resolve(np.zeros((4096, 4096), np.uint8), 32, width=8), MemoryError, "smaller scale"),
+        (lambda img: denoise(np.broadcast_to(np.float32(1), (10**6, 64, 64)), width=8), MemoryError, "in parts"),
         (lambda img: denoise(np.zeros((2**16, 2**16), np.uint8), width=8, device="cpu"), MemoryError, "tile"),
     ],
 )
@@ -469,7 +545,12 @@ def test_absurd_sizes_are_refused_with_advice(call, error, message):
 
 def test_cli_reports_memory_errors_in_one_line(files, capsys):
     folder, _, _ = files
-    argv = ["super-resolve", str(folder / "in.tif"), str(folder / "big.tif"), "--scale", "100000", *FAST]
+    tifffile.imwrite(folder / "large.tif", np.zeros((4096, 4096), np.uint8))
+    argv = ["super-resolve", str(folder / "large.tif"), str(folder / "big.tif"), "--scale", "32", *FAST]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and "GB" in err and "smaller scale" in err
+    argv[-len(FAST) - 1] = str(2**70)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err) and "scale must be an integer from 2 to 32" in err

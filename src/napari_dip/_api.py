@@ -29,6 +29,8 @@ AUTO_STOP_TASKS = ("denoise",)
 AUTO_STOP_CAP = 2
 MIN_SIDE = 4
 MIN_TILE = 16
+#: Super-resolution factors beyond this have no data to stand on (the paper goes to 8).
+MAX_SCALE = 32
 
 _COMMON_DOC = """
     channel_axis : int or None, optional
@@ -146,7 +148,7 @@ def _missing_pixels(mask: object, user_shape: tuple[int, ...], layout: Layout, s
             "mask is a masked array, which is ambiguous; pass a plain array (nonzero = missing), "
             "e.g. mask.filled(1) to count its masked entries as missing"
         )
-    mask = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
+    mask = mask if isinstance(mask, np.ndarray) else np.asarray(mask)
     missing = mask if isinstance(mask, np.ndarray) and mask.dtype == bool else as_image(mask, "mask")
     check_finite(missing, "mask")
     plane_and_space = tuple(
@@ -276,8 +278,10 @@ def prepare(
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if task == "super-resolve" and (isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2):
-        raise ValueError(f"scale must be an integer >= 2 (e.g. 2, 4 or 8), got {scale!r}")
+    if task == "super-resolve" and (
+        isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or not 2 <= scale <= MAX_SCALE
+    ):
+        raise ValueError(f"scale must be an integer from 2 to {MAX_SCALE} (the paper uses 4 and 8), got {scale!r}")
     if task == "flash-no-flash" and network == "deep-decoder":
         raise ValueError(
             "network 'deep-decoder' takes no image input; choose 'skip', 'unet', 'resnet' "
@@ -343,6 +347,7 @@ def prepare(
     # Memory first: a fit that cannot run is refused before the data is even converted.
     in_channels = None if flash_standard is None else flash_standard.shape[1]
     tile = _plan_memory(standard.shape[1:], tile_size, factor, in_channels, options)
+    _check_array_memory(standard, factor, name)
 
     check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
     vmap = value_map(standard, rgb, known)
@@ -376,6 +381,25 @@ def prepare(
     if missing is None:
         return Job(schedule, vmap, layout)
     return Job(schedule, vmap, layout, user, layout.to_user(missing[:, None]))
+
+
+def _check_array_memory(standard: np.ndarray, factor: int, name: str) -> None:
+    """Refuse at once, with advice, data whose conversion and result would not fit in
+    memory: the fit's plan looks at one plane (or tile), this at the whole array."""
+    from ._convert import output_dtype
+    from .memory import available_bytes, usable_bytes
+
+    values = standard.size
+    # Per value: a copy for the robust range, the [0, 1] float32 copy; per restored value
+    # (factor² more after super-resolution): the float32 result and the returned array.
+    per_out = 4 + output_dtype(standard.dtype).itemsize
+    need = values * (standard.itemsize + 4) + values * factor**2 * per_out
+    available = available_bytes("cpu")
+    if need > usable_bytes(available):
+        raise MemoryError(
+            f"{name} has {values:.3g} values: converting and restoring it needs about {need / 2**30:.3g} GB "
+            f"of memory, {available / 2**30:.1f} GB available; restore it in parts (a range of planes, or a crop)"
+        )
 
 
 def _check_tile_size(tile_size: object) -> None:
@@ -557,7 +581,8 @@ def inpaint(
     Returns
     -------
     ndarray
-        Same shape and dtype as ``image``.
+        Same shape as ``image``, dtype as for ``denoise`` (integers kept, float64
+        kept, smaller floats as float32); the known pixels exactly as given.
     """
     return prepare(
         "inpaint",
@@ -618,7 +643,7 @@ def super_resolve(
     Returns
     -------
     ndarray, shape (H·scale, W·scale[, C])
-        Same dtype as ``image``.
+        dtype as for ``denoise`` (integers kept, float64 kept, smaller floats as float32).
     """
     return prepare(
         "super-resolve",
@@ -675,7 +700,7 @@ def flash_no_flash(
     Returns
     -------
     ndarray
-        Same shape and dtype as ``no_flash``.
+        Same shape as ``no_flash``, dtype as for ``denoise``.
     """
     return prepare(
         "flash-no-flash",

@@ -15,8 +15,8 @@ import torch (and numpy), so ``--help`` and argument errors are instant.
 # ruff: noqa: E402 (the Ctrl-C handler goes in before the slower imports)
 from __future__ import annotations
 
+import _signal  # the builtin: `signal` first imports enum and functools, time Ctrl-C could hit
 import os
-import signal
 import sys
 
 #: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
@@ -25,16 +25,17 @@ PROG = "napari-dip"
 
 
 def _quit_at_once(*_: object) -> None:
-    os.write(2, f"{PROG}: interrupted; nothing written\n".encode())
+    os.write(2, f"{PROG}: interrupted\n".encode())
     os._exit(INTERRUPTED)
 
 
 # Run as the command (not imported): Ctrl-C is quiet from the first moment, imports included.
-if os.path.basename(sys.argv[0]) == PROG and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _quit_at_once)
+if os.path.basename(sys.argv[0]) == PROG and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _quit_at_once)
 
 import argparse
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -228,9 +229,11 @@ class _Interrupts:
     it ends the process at once, without a traceback: nothing has been written yet.
     With ``--keep-partial`` the first press during a fit asks it to stop instead, so
     the result so far is written. While a file is written it raises KeyboardInterrupt,
-    so the temporary file is removed before the exit."""
+    so the temporary file is removed before the exit. ``enabled`` is False when the
+    process started with Ctrl-C ignored (nohup, a background job): it stays ignored."""
 
     def __init__(self) -> None:
+        self.enabled = True
         self.keep_partial = False
         self.in_fit = False
         self.stop_requested = False
@@ -239,21 +242,29 @@ class _Interrupts:
     def quit(self, *_: object) -> None:
         if self.bar_open:
             os.write(2, b"\n")
-        _quit_at_once()
+        os.write(2, f"{PROG}: interrupted; nothing written\n".encode())
+        os._exit(INTERRUPTED)
 
     def __call__(self, *_: object) -> None:
         if not (self.in_fit and self.keep_partial) or self.stop_requested:
             self.quit()
         self.stop_requested = True
 
+    def handle(self, signum: int, handler: Any) -> Any:
+        """Install ``handler`` for ``signum``; the previous one, or None where it cannot
+        (off the main thread, or Ctrl-C ignored since start-up)."""
+        if not self.enabled or threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signum, handler)
 
-def _set_sigint(handler: Any) -> Any:
-    """Install ``handler`` for Ctrl-C and return the previous one (only the main thread can)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return None  # started with Ctrl-C ignored (nohup, a background job): keep it so
-    return signal.signal(signal.SIGINT, handler)
+
+class _Interrupted(BaseException):
+    """Ctrl-C or SIGTERM while a file was written (BaseException: no handler on the way
+    swallows it); ``written``: the rename had happened, so the new file is in place."""
+
+    def __init__(self, signum: int, path: str, written: bool) -> None:
+        super().__init__(signum, path, written)
+        self.signum, self.path, self.written = signum, path, written
 
 
 class _Progress:
@@ -372,23 +383,40 @@ def _terminate(*_: object) -> None:
     raise _Terminated
 
 
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 @contextlib.contextmanager
-def _writing(path: str) -> Iterator[None]:
+def _writing(path: str, interrupts: _Interrupts) -> Iterator[None]:
     """Around an atomic write: Ctrl-C or SIGTERM meanwhile raise (instead of ending the
-    process at once) so the temporary file is removed and ``path`` stays as it was; a
-    failed write says that nothing was lost."""
-    previous = _set_sigint(signal.default_int_handler)
-    previous_term = signal.signal(signal.SIGTERM, _terminate) if previous is not None else None
-    existed = os.path.exists(path)
+    process at once) so the temporary file is removed and ``path`` stays as it was — or,
+    when they come after the rename, say that the new file is complete. A failed write
+    says that nothing was lost. Once written, Ctrl-C is ignored: the work is done."""
+    previous = interrupts.handle(signal.SIGINT, signal.default_int_handler)
+    previous_term = interrupts.handle(signal.SIGTERM, _terminate)
+    before = _file_identity(path)
     try:
         yield
+    except (KeyboardInterrupt, _Terminated) as err:
+        signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        after = _file_identity(path)
+        raise _Interrupted(signum, path, written=after is not None and after != before) from None
     except OSError as err:  # a full disk, a quota, a file-size limit
-        kept = "the existing file is unchanged" if existed else "no file was left behind"
+        kept = "the existing file is unchanged" if before is not None else "no file was left behind"
         raise OSError(f"writing {path} failed ({_one_line(err)}); {kept}") from err
+    else:
+        interrupts.handle(signal.SIGINT, signal.SIG_IGN)
+        previous = None  # main restores its own handler on the way out
     finally:
         if previous is not None:
-            _set_sigint(previous)
-            signal.signal(signal.SIGTERM, previous_term)
+            interrupts.handle(signal.SIGINT, previous)
+        if previous_term is not None:
+            interrupts.handle(signal.SIGTERM, previous_term)
 
 
 def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
@@ -405,7 +433,7 @@ def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2)))
 
     gap = np.full((clean.shape[0], 8, 3), 255, np.uint8)
-    with _writing(args.output):
+    with _writing(args.output, interrupts):
         write_image(args.output, np.concatenate([noisy, gap, restored, gap, clean], axis=1))
     print(
         f"noisy {psnr(noisy):.2f} dB -> restored {psnr(restored):.2f} dB; "
@@ -459,7 +487,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
     return [getattr(args, k) for k in ("input", "mask", "flash", "no_flash") if getattr(args, k, None)]
 
 
-def _batch(args: argparse.Namespace) -> int:
+def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     from ._batch import ProgressBar, find_images, has_dashboard, restore_files, start_client
 
     output_dir = Path(args.output_dir)
@@ -492,7 +520,7 @@ def _batch(args: argparse.Namespace) -> int:
     if args.task == "inpaint":
         options["mask_known"] = args.mask_known
     # Ctrl-C now raises, so that the cluster is shut down; finished files stay.
-    _set_sigint(signal.default_int_handler)
+    interrupts.handle(signal.SIGINT, signal.default_int_handler)
     client, cluster = start_client(args.workers, args.scheduler)
     try:
         workers = len(client.scheduler_info().get("workers", {}))
@@ -521,7 +549,7 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         _demo(args.sample)
         return 0
     if args.command == "batch":
-        return _batch(args)
+        return _batch(args, interrupts)
     from ._io import check_output
 
     # First the output, in a blink: a long fit must not end in an error, nor overwrite anything.
@@ -556,7 +584,7 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         no_flash = read_image(args.no_flash)
         check_format(args.output, no_flash, axis)
         result = _run("flash-no-flash", args, interrupts, no_flash, flash=image, **options)
-    with _writing(args.output):
+    with _writing(args.output, interrupts):
         write_result(args.output, result, source, scale=args.scale if args.command == "super-resolve" else 1)
     shape = "x".join(map(str, result.shape))
     if interrupts.stop_requested:
@@ -573,16 +601,22 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     interrupts = _Interrupts()
-    previous = _set_sigint(interrupts)  # from here on, Ctrl-C never shows a traceback
+    # Started with Ctrl-C ignored (nohup, a background job): it stays ignored.
+    interrupts.enabled = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    previous = interrupts.handle(signal.SIGINT, interrupts)  # from here on, no traceback on Ctrl-C
     try:
         args = build_parser().parse_args(argv)
         return _main(args, interrupts)
-    except KeyboardInterrupt:  # while a file was written: its temporary file is gone
-        print(f"{PROG}: interrupted; no file was changed", file=sys.stderr)
-        return INTERRUPTED
-    except _Terminated:
-        print(f"{PROG}: terminated; no file was changed", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except _Interrupted as stop:
+        what = "interrupted" if stop.signum == signal.SIGINT else "terminated"
+        if stop.written:
+            print(f"{PROG}: {what} after {stop.path} was written in full", file=sys.stderr)
+        else:
+            print(f"{PROG}: {what} while writing; no file was changed", file=sys.stderr)
+        return 128 + stop.signum
+    except BrokenPipeError:  # stdout closed early (| head): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # else Python complains again at exit
+        return 1
     except MemoryError as err:  # the engine's estimate, with advice
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
@@ -600,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         if previous is not None:
-            _set_sigint(previous)
+            interrupts.handle(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

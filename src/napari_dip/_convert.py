@@ -35,7 +35,7 @@ def output_dtype(dtype: np.dtype) -> np.dtype:
     type, float64 (and wider) gives float64, float32 and smaller floats float32."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
-        return dtype
+        return dtype.newbyteorder("=")  # native byte order, whatever the file's
     return np.dtype(np.float64) if dtype.itemsize >= 8 else np.dtype(np.float32)
 
 
@@ -78,13 +78,27 @@ class ValueMap:
         return np.ldexp(values, -self.exponent) if self.exponent else values
 
     def to_unit(self, image: np.ndarray, axis: int = 0) -> np.ndarray:
-        """A new float32 array; channels along ``axis``."""
+        """A new float32 array; channels along ``axis``. Converted plane by plane (along
+        axis 0, when the channels are not there): float64 temporaries stay one plane big."""
+        if axis > 0 and image.ndim > 2:
+            out = np.empty(image.shape, np.float32)
+            for i in range(image.shape[0]):
+                out[i] = self.to_unit(image[i], axis - 1)
+            return out
         offset, scale = (self._per_channel(v, axis, image.ndim) for v in (self.offset, self.scale))
-        return ((self.scaled(image) - offset) / scale).astype(np.float32)
+        # Values far outside the range (under a mask, or isolated outliers) may overflow
+        # float32; they are clipped or masked out after this anyway.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ((self.scaled(image) - offset) / scale).astype(np.float32)
 
     def to_user(self, unit: np.ndarray, axis: int = 0) -> np.ndarray:
         """``unit`` (channels along ``axis``) in ``dtype`` and the user's units, within
-        the data's extremes: never inf, NaN or wrapped around."""
+        the data's extremes: never inf, NaN or wrapped around. Plane by plane, as ``to_unit``."""
+        if axis > 0 and unit.ndim > 2:
+            out = np.empty(unit.shape, self.dtype)
+            for i in range(unit.shape[0]):
+                out[i] = self.to_user(unit[i], axis - 1)
+            return out
         integer = np.issubdtype(self.dtype, np.integer)
         if integer:  # the float64 bounds inside the integer ones
             low = np.array([_float_within(int(v), below=False) for v in self.low])
@@ -118,7 +132,7 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
             array = np.asarray(image)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be a numeric array, got {type(image).__name__}") from err
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    if array.dtype.kind not in "iuf":  # not bool, complex, timedelta, datetime, object, strings
         raise TypeError(
             f"{name} must hold integer or floating-point values, got dtype {array.dtype}; "
             "convert it, e.g. with image.astype(np.float32)"
@@ -129,6 +143,8 @@ def as_image(image: object, name: str = "image") -> np.ndarray:
         if np.count_nonzero(np.isinf(wide)) != np.count_nonzero(np.isinf(array)):
             raise ValueError(f"{name} has values beyond float64's range (±1.8e308); scale it down first")
         array = wide
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
     return array
 
 
@@ -253,7 +269,10 @@ def robust_range(values: np.ndarray, valid: np.ndarray | None = None) -> tuple[f
     of pixels backed by a neighbour, so isolated hot or dead pixels are left out
     while the peaks of real structures (a focused spot spans pixels) are kept."""
     data = values if valid is None else values[valid]
-    median = float(np.median(data))
+    with np.errstate(over="ignore"):  # the mean of the two middle values may overflow float32
+        median = float(np.median(data))
+    if not np.isfinite(median):
+        median = float(np.median(data.astype(np.float64)))
     high = _supported_extreme(values, valid, median, 1)
     low = _supported_extreme(values, valid, median, -1)
     high = float(data.max()) if high is None else high

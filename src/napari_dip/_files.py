@@ -43,6 +43,9 @@ def open_source(
     RGB(A) on the last axis, else none; with axis metadata the fitted axes must be
     (Z,) Y, X. A volumetric fit's spacing is ``spacing``, else the file's."""
     file = read_image_file(path)
+    ndim = file.data.ndim
+    if channel_axis is not None and not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel axis {channel_axis} is out of range for {path}, an image of shape {file.data.shape}")
     axis = channel_axis
     if axis is None:
         if file.axes is not None and "C" in file.axes:

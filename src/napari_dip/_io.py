@@ -190,6 +190,8 @@ def read_image_file(path: str | Path) -> ImageFile:
         raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block or never end
+        raise ValueError(f"{path} is not a regular file")
     if suffix in BIOIO:
         return _read_bioio(path)
     try:
@@ -249,6 +251,11 @@ def check_writable(path: str | Path, dtype: np.dtype, shape: tuple[int, ...] = (
     if suffix not in WRITABLE:
         raise ValueError(f"unsupported output format {suffix or '(none)'!r}; use .tif, .png or .jpg")
     name = np.dtype(dtype).name
+    if len(shape) > 3 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            f"{suffix} holds one 2-D image (grey, RGB or RGBA), not an array of shape {tuple(shape)}; "
+            "write a .tif instead"
+        )
     channels = shape[-1] if len(shape) == 3 else 1
     if (name, channels) not in WRITABLE[suffix]:
         what = f"{name} images" if len(shape) != 3 else f"{name} images with {channels} channels"
@@ -272,9 +279,12 @@ def check_output(
     folder, not one of ``inputs`` (even through a link; never overwritten, whatever
     ``overwrite`` says), not an existing file unless ``overwrite`` (``hint`` says how),
     and its folder exists and takes new files (tried, not guessed from permission bits)."""
+    text = os.fspath(path)
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"output {path} is a folder; name a file in it, e.g. {path / 'restored.tif'}")
+    if text.endswith(("/", os.sep)):
+        raise ValueError(f"output {text} ends with {text[-1]!r}, which names a folder; name a file")
     for source in inputs:
         if same_file(path, source):
             raise ValueError(f"output {path} is the input {source}; name a new file (inputs are never overwritten)")
@@ -297,12 +307,12 @@ def check_output(
 
 def _new_partial(target: Path) -> Path:
     """A new empty file beside ``target``, hidden, with its suffix (writers pick the format
-    from it), created with the permissions a new file gets (umask) or ``target``'s own."""
-    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666
+    from it), with the permissions a new file gets (umask): writable and readable by us
+    whatever ``target``'s mode (``replacing`` gives it that mode once written)."""
     while True:
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL}{target.suffix}")
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
         os.close(fd)
@@ -316,11 +326,14 @@ def replacing(path: str | Path) -> Iterator[Path]:
     the temporary file is removed and ``path`` stays as it was; readers never see a
     part-written file. A symlink is written through: its target is replaced."""
     target = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
     partial = _new_partial(target)
     try:
         yield partial
         with open(partial, "rb+") as file:  # on disk before the rename, or a crash could leave it empty
             os.fsync(file.fileno())
+        if mode is not None:  # a replaced file keeps its permissions
+            os.chmod(partial, mode)
         os.replace(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
