@@ -1,7 +1,9 @@
-"""napari_dip against the plain eager reference at the same settings.
+"""napari_dip against the plain eager reference at the same settings, side by side.
 
 Same image, noise, width and iterations; reports PSNR of both and the time per
-iteration. Run: python benchmarks/compare_reference.py [--size 128] [--width 32]
+iteration, for our fit in each of ``--precisions`` (float32, and bfloat16 under
+autocast, which ``precision="auto"`` takes on CPUs with AMX), and the ratios.
+Run: python benchmarks/compare_reference.py [--size 128] [--width 32] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
+from jsonl import append
 from napari_dip.fit import Fit
 from reference_dip import reference_dip
 
@@ -31,6 +34,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--out", default=None, help="append the rows here as JSON lines")
     args = p.parse_args()
     s = args.size
     images = {
@@ -41,7 +46,11 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
         f"{s}x{s}, width {args.width}, {args.iterations} iterations"
     )
-    print(f"{'image':10} {'seed':>4} {'noisy':>6} {'ref dB':>7} {'ours dB':>7} {'ref ms/it':>9} {'ours ms/it':>10}")
+    header = f"{'image':10} {'seed':>4} {'noisy':>6} {'ref dB':>7} {'ref ms/it':>9}"
+    for precision in args.precisions:
+        header += f" | {precision:>8} dB  ms/it  ratio"
+    print(header)
+    rows = []
     for name, clean in images.items():
         for seed in range(args.seeds):
             rng = np.random.default_rng(seed)
@@ -49,16 +58,42 @@ def main() -> None:
             t = time.perf_counter()
             ref, _ = reference_dip(noisy, args.iterations, width=args.width, seed=seed, device=args.device)
             t_ref = (time.perf_counter() - t) / args.iterations
-            t = time.perf_counter()
-            fit = Fit("denoise", noisy, width=args.width, iterations=args.iterations, seed=seed, device=args.device)
-            for _ in fit:
-                pass
-            ours = fit.result()
-            t_ours = (time.perf_counter() - t) / args.iterations
-            print(
-                f"{name:10} {seed:4d} {psnr(noisy, clean):6.2f} {psnr(ref, clean):7.2f} {psnr(ours, clean):7.2f} "
-                f"{1e3 * t_ref:9.1f} {1e3 * t_ours:10.1f}"
-            )
+            row = {
+                "benchmark": "compare_reference",
+                "image": name,
+                "seed": seed,
+                "size": s,
+                "width": args.width,
+                "iterations": args.iterations,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "noisy_db": round(psnr(noisy, clean), 2),
+                "reference_db": round(psnr(ref, clean), 2),
+                "reference_ms": round(1e3 * t_ref, 2),
+            }
+            line = f"{name:10} {seed:4d} {psnr(noisy, clean):6.2f} {psnr(ref, clean):7.2f} {1e3 * t_ref:9.1f}"
+            for precision in args.precisions:
+                t = time.perf_counter()
+                fit = Fit(
+                    "denoise",
+                    noisy,
+                    width=args.width,
+                    iterations=args.iterations,
+                    seed=seed,
+                    device=args.device,
+                    precision=precision,
+                )
+                for _ in fit:
+                    pass
+                ours = fit.result()
+                t_ours = (time.perf_counter() - t) / args.iterations
+                row[f"{precision}_db"] = round(psnr(ours, clean), 2)
+                row[f"{precision}_ms"] = round(1e3 * t_ours, 2)
+                row[f"{precision}_ratio"] = round(t_ours / t_ref, 3)
+                line += f" | {psnr(ours, clean):11.2f} {1e3 * t_ours:6.1f} {t_ours / t_ref:6.2f}"
+            print(line, flush=True)
+            rows.append(row)
+    append(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -154,3 +154,28 @@ def test_time_based_previews(monkeypatch):
     monkeypatch.setattr(fit_module, "PREVIEW_SECONDS", 1e9)
     fit = Fit("denoise", small_image(h=16, w=16), width=4, iterations=4, preview_every=None, device="cpu")
     assert [r.preview is not None for r in fit] == [False, False, False, True]  # only the last
+
+
+def test_bfloat16_layers_restore_as_well_as_float32():
+    from napari_dip.fit import resolve_precision
+    from napari_dip.networks import FullPrecision
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    clean = (0.5 + 0.3 * np.sin(xx / 5) * np.cos(yy / 7))[None].astype(np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        fit = Fit("denoise", noisy, width=16, iterations=300, device="cpu", precision=precision, seed=1)
+        for _ in fit:
+            pass
+        out = fit.result()
+        assert out.dtype == np.float32
+        # The output layer stays float32: bfloat16's steps of 1/256 would show in 16-bit data.
+        assert any(isinstance(m, FullPrecision) for m in fit.net.modules()) == (precision == "bfloat16")
+        results[precision] = 10 * np.log10(1 / np.mean((out - clean) ** 2))
+    noisy_db = 10 * np.log10(1 / np.mean((noisy - clean) ** 2))
+    assert results["bfloat16"] > noisy_db + 3 and abs(results["bfloat16"] - results["float32"]) < 0.5
+    assert resolve_precision("float32", torch.device("cpu")) == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("half", torch.device("cpu"))

@@ -64,6 +64,11 @@ _COMMON_DOC = """
         Adam learning rate; ``None`` takes the task's default.
     device : str
         "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+    precision : {"auto", "float32", "bfloat16"}
+        Arithmetic of the network's layers: "auto" runs them in bfloat16 on CPUs with
+        AMX tiles at width 128 and more (a step 1.5x faster, the same PSNR), float32
+        elsewhere. The output layer, loss, optimiser and averaged output are float32
+        either way.
     seed : int or None
         Seeds weights and noise; a fixed seed gives identical output on CPU.
     callback : callable, optional
@@ -269,6 +274,7 @@ def prepare(
     callback: Callback | None = None,
     stopping: str | None = "auto",
     preview_every: int | None = 100,
+    precision: str = "auto",
 ) -> Job:
     """Validate the inputs of ``task`` and plan its fits; ``image`` is the measured image
     (the no-flash image for flash/no-flash). The napari widget, the CLI and the
@@ -295,6 +301,8 @@ def prepare(
             "or restore plane by plane (volumetric=False)"
         )
     _check_options(iterations, lr, network, width, seed, callback)
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
     _check_tile_size(tile_size)
     spatial_dims = 3 if volumetric else 2
     anisotropy = _anisotropy(spacing, bool(volumetric))
@@ -340,6 +348,7 @@ def prepare(
         "seed": seed,
         "preview_every": preview_every,
         "stopping": rule,
+        "precision": precision,
     }
     if volumetric:
         options["anisotropy"] = anisotropy
@@ -503,6 +512,7 @@ def denoise(
     seed: int | None = 0,
     callback: Callback | None = None,
     stopping: str | None = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Denoise an image with a Deep Image Prior.
 
@@ -540,6 +550,7 @@ def denoise(
         seed=seed,
         callback=callback,
         stopping=stopping,
+        precision=precision,
     ).run(callback)
 
 
@@ -561,6 +572,7 @@ def inpaint(
     seed: int | None = 0,
     callback: Callback | None = None,
     stopping: str | None = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Fill the masked pixels of an image with a Deep Image Prior.
 
@@ -601,6 +613,7 @@ def inpaint(
         seed=seed,
         callback=callback,
         stopping=stopping,
+        precision=precision,
     ).run(callback)
 
 
@@ -622,6 +635,7 @@ def super_resolve(
     seed: int | None = 0,
     callback: Callback | None = None,
     stopping: str | None = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Upsample an image ``scale`` times per spatial axis with a Deep Image Prior.
 
@@ -662,6 +676,7 @@ def super_resolve(
         seed=seed,
         callback=callback,
         stopping=stopping,
+        precision=precision,
     ).run(callback)
 
 
@@ -683,6 +698,7 @@ def flash_no_flash(
     seed: int | None = 0,
     callback: Callback | None = None,
     stopping: str | None = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Restore a no-flash photograph guided by a flash photograph of the scene.
 
@@ -719,4 +735,5 @@ def flash_no_flash(
         seed=seed,
         callback=callback,
         stopping=stopping,
+        precision=precision,
     ).run(callback)

@@ -65,6 +65,12 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         "--lr", type=float, default=None, help="Adam learning rate (default: the task's: 0.01, 0.1 for flash-no-flash)"
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="the network's arithmetic (default auto: bfloat16 on CPUs with AMX from width 128, else float32)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--channel-axis",
@@ -332,6 +338,7 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
         device=args.device,
         seed=args.seed,
         stopping=stopping,
+        precision=args.precision,
         volumetric=getattr(args, "volumetric", False),
         tile_size=getattr(args, "tile_size", None),
         warm_start=getattr(args, "warm_start", True),
@@ -507,6 +514,7 @@ def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         "lr": args.lr,
         "device": args.device,
         "seed": args.seed,
+        "precision": args.precision,
         "stopping": None if args.stopping == "none" else args.stopping,
         "channel_axis": args.channel_axis,
         "volumetric": args.volumetric,

@@ -385,6 +385,31 @@ def build_network(
     return _BUILDERS_3D[name](in_channels, out_channels, int(width), z_size, anisotropy)
 
 
+class FullPrecision(nn.Module):
+    """Runs ``inner`` in float32 even under autocast: the output layer, whose rounding to
+    bfloat16 (steps of 1/256 near 1) would show in 16-bit results."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.inner(x.float())
+
+
+def full_precision_output(net: nn.Module) -> None:
+    """Wrap ``net``'s last convolution (the output layer, before the sigmoid) in ``FullPrecision``."""
+    name, parent_name = None, None
+    for qualified, module in net.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            parent_name, _, name = qualified.rpartition(".")
+    if name is None:
+        raise ValueError("the network has no convolution to keep in float32")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    parent._modules[name] = FullPrecision(parent._modules[name])
+
+
 def seeded_network(name: str, in_channels: int, out_channels: int, width: int, seed: int, **options: object) -> Prior:
     """``build_network`` with weights drawn from a generator seeded with ``seed``.
 
