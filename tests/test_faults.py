@@ -319,6 +319,10 @@ def test_demo_without_a_display_says_so_in_one_line(capsys, monkeypatch):
     assert main(["demo"]) == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and "display" in err and "example" in err
+    monkeypatch.setenv("DISPLAY", ":98765")  # set, but no X server behind it
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err) and "no X server" in err and "example" in err
 
 
 def test_help_and_argument_errors_do_not_import_torch():

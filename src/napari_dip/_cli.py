@@ -470,8 +470,13 @@ def _display_missing() -> str | None:
     platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
     if platform in ("offscreen", "minimal"):
         return f"QT_QPA_PLATFORM={platform} shows no window"
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    display, wayland = os.environ.get("DISPLAY", ""), os.environ.get("WAYLAND_DISPLAY", "")
+    if not (display or wayland):
         return "no DISPLAY or WAYLAND_DISPLAY is set"
+    if display.startswith(":") and not wayland:  # a local X server listens on its socket
+        number = display[1:].split(".")[0]
+        if not os.path.exists(f"/tmp/.X11-unix/X{number}"):
+            return f"no X server is running at DISPLAY={display}"
     return None
 
 
