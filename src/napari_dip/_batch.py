@@ -245,7 +245,13 @@ def start_client(workers: int | None = None, scheduler: str | None = None) -> tu
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        return Client(scheduler), None
+        try:
+            return Client(scheduler, timeout="15s"), None
+        except OSError as err:
+            raise OSError(
+                f"cannot reach a Dask scheduler at {scheduler} ({err}); start one (`dask scheduler`) "
+                "or leave the scheduler out for a local cluster"
+            ) from err
     dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
     gpus = _gpu_count()
     dashboard = ":0" if has_dashboard() else None

@@ -476,7 +476,10 @@ class Fit:
         if self._noise is not None:
             self._noise.normal_(generator=self._noise_gen)
             z = torch.add(self._z, self._noise, alpha=self.input_noise, out=self._z_noisy)
-        with torch.autocast(self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast)):
+        # No autocast cache: a CUDA graph must not capture cached casts of the weights.
+        with torch.autocast(
+            self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast), cache_enabled=False
+        ):
             out = self.net(z)
         self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
         loss = data_loss(self.operator(out), self._measured)
