@@ -16,5 +16,5 @@ if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "$(uname)" = Darwin ]; then
     .venv/bin/napari-dip demo "$@"
 else
     echo "no display: running the headless example instead of the napari demo"
-    .venv/bin/napari-dip example --output napari-dip-example.png
+    .venv/bin/napari-dip example --output napari-dip-example.png --overwrite  # our own file: rerunning replaces it
 fi
