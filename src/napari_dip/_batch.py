@@ -259,7 +259,8 @@ def start_client(workers: int | None = None, scheduler: str | None = None) -> tu
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
-            cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=dashboard)
+            # Without dask-cuda the workers share the GPUs as torch places them: one unless asked.
+            cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, dashboard_address=dashboard)
         else:
             cluster = LocalCUDACluster(n_workers=workers or gpus, threads_per_worker=1, dashboard_address=dashboard)
         return Client(cluster), cluster
