@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._convert import Layout, ValueMap, as_image, check_finite, standardize, value_map
+from ._names import PRECISIONS
 
 if TYPE_CHECKING:
     from .fit import Fit
@@ -301,8 +302,8 @@ def prepare(
             "or restore plane by plane (volumetric=False)"
         )
     _check_options(iterations, lr, network, width, seed, callback)
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     _check_tile_size(tile_size)
     spatial_dims = 3 if volumetric else 2
     anisotropy = _anisotropy(spacing, bool(volumetric))
@@ -396,7 +397,7 @@ def _check_array_memory(standard: np.ndarray, factor: int, name: str) -> None:
     """Refuse at once, with advice, data whose conversion and result would not fit in
     memory: the fit's plan looks at one plane (or tile), this at the whole array."""
     from ._convert import output_dtype
-    from .memory import available_bytes, usable_bytes
+    from .memory import available_bytes, gigabytes, usable_bytes
 
     values = standard.size
     # Per value: a copy for the robust range, the [0, 1] float32 copy; per restored value
@@ -406,8 +407,8 @@ def _check_array_memory(standard: np.ndarray, factor: int, name: str) -> None:
     available = available_bytes("cpu")
     if need > usable_bytes(available):
         raise MemoryError(
-            f"{name} has {values:.3g} values: converting and restoring it needs about {need / 2**30:.3g} GB "
-            f"of memory, {available / 2**30:.1f} GB available; restore it in parts (a range of planes, or a crop)"
+            f"{name} has {values:.3g} values: converting and restoring it needs about {gigabytes(need)} "
+            f"of memory, {gigabytes(available)} available; restore it in parts (a range of planes, or a crop)"
         )
 
 

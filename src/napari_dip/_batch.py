@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ._io import PARTIAL, TIFF, is_image_path, same_file
+from ._io import PARTIAL, TIFF, is_image_path, one_line, same_file
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -298,8 +298,7 @@ def has_dashboard() -> bool:
 def _one_line(err: BaseException) -> str:
     if type(err).__name__ == "KilledWorker":  # distributed's: the task outlived its workers
         return f"the worker running it died {ALLOWED_FAILURES + 1} times (killed, or out of memory)"
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return one_line(err)
 
 
 def batch(

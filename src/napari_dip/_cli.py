@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._names import NETWORKS, RULES
+from ._names import NETWORKS, PRECISIONS, RULES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +68,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "float32", "bfloat16"),
+        choices=PRECISIONS,
         help="the network's arithmetic (default auto: bfloat16 on CPUs with AMX from width 128, else float32)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -583,20 +583,18 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     )
     image, axis = source.data, source.channel_axis
     options: dict[str, Any] = {"channel_axis": axis, "spacing": source.spacing}
+    # The measured image: the restored one has its dtype and layout.
+    measured = read_image(args.no_flash) if args.command == "flash-no-flash" else image
+    check_format(args.output, measured, axis)
     if args.command == "denoise":
-        check_format(args.output, image, axis)
         result = _run("denoise", args, interrupts, image, **options)
     elif args.command == "inpaint":
-        check_format(args.output, image, axis)
         mask = known_or_missing(read_image(args.mask), args.mask_known)
         result = _run("inpaint", args, interrupts, image, mask=mask, **options)
     elif args.command == "super-resolve":
-        check_format(args.output, image, axis)
         result = _run("super-resolve", args, interrupts, image, scale=args.scale, **options)
     else:
-        no_flash = read_image(args.no_flash)
-        check_format(args.output, no_flash, axis)
-        result = _run("flash-no-flash", args, interrupts, no_flash, flash=image, **options)
+        result = _run("flash-no-flash", args, interrupts, measured, flash=image, **options)
     with _writing(args.output, interrupts):
         write_result(args.output, result, source, scale=args.scale if args.command == "super-resolve" else 1)
     shape = "x".join(map(str, result.shape))
@@ -608,8 +606,9 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    from ._io import one_line
+
+    return one_line(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._io import TIFF, ImageFile, check_writable, read_image, read_image_file, write_image
+from ._io import OME_SUFFIXES, TIFF, ImageFile, check_writable, read_image, read_image_file, write_image
 
 if TYPE_CHECKING:
     from ._api import Callback, Job
-
-OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 
 
 @dataclass(frozen=True)

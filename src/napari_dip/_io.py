@@ -77,6 +77,12 @@ class ImageFile:
     ome: bool = False
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type when it has none): what a user reads."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _unit_um(unit: Any) -> float | None:
     """Micrometres per ``unit``, or None for pixels, unknown units or no unit."""
     if not isinstance(unit, str):
@@ -203,8 +209,7 @@ def read_image_file(path: str | Path) -> ImageFile:
         axes = {2: "YX", 3: "YXC"}.get(data.ndim)  # 4-D: frames of an animation; let the caller decide
         return ImageFile(data=data, axes=axes)
     except Exception as err:  # the readers raise many types; the user needs one line
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot read {path} as an image: {reason}") from err
+        raise ValueError(f"cannot read {path} as an image: {one_line(err)}") from err
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -227,8 +232,7 @@ def _read_bioio(path: Path) -> ImageFile:
         order = str(image.dims.order)
         sizes = image.physical_pixel_sizes
     except Exception as err:  # no reader plugin for the format, a damaged file, ...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot read {path} with bioio: {reason}") from err
+        raise ValueError(f"cannot read {path} with bioio: {one_line(err)}") from err
     keep = [i for i, a in enumerate(order) if a in "YX" or data.shape[i] > 1]
     data = data.reshape([data.shape[i] for i in keep])
     axes = _normalise_axes("".join(order[i] for i in keep))

@@ -6,5 +6,7 @@ NETWORKS = ("skip", "encoder-decoder", "unet", "resnet", "deep-decoder")
 #: The networks that also exist in 3-D (``build_network(..., spatial_dims=3)``).
 NETWORKS_3D = ("skip", "encoder-decoder")
 RULES = ("wmv", "emv", "validation")
+#: Arithmetic of the network's layers ("auto": see ``fit.resolve_precision``).
+PRECISIONS = ("auto", "float32", "bfloat16")
 #: The rule used when none is named; chosen from benchmarks/early_stopping.py (BENCHMARKS.md).
 DEFAULT_RULE = "emv"

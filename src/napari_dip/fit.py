@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._names import TASKS
+from ._names import PRECISIONS, TASKS
 from .networks import Prior, full_precision_output, input_channels, seeded_network
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import Rule, make_rule
@@ -144,9 +144,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
     return dev
-
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 #: From this width on, "auto" takes bfloat16 on CPUs with AMX: there the convolutions

@@ -357,7 +357,8 @@ def usable_bytes(available: int) -> int:
 # --- telling the user -----------------------------------------------------------------
 
 
-def _gb(n: int) -> str:
+def gigabytes(n: int) -> str:
+    """``n`` bytes for a message: "12.3 GB", or "1.3e+09 GB" when absurdly many."""
     gb = n / _GB
     return f"{gb:.1f} GB" if gb < 1e5 else f"{gb:.2g} GB"
 
@@ -375,9 +376,8 @@ def advice(
     """The message for a fit that does not fit: both numbers in GB and what to do instead
     (``first``, then ``tile_size``, a smaller ``width``: concrete values the caller worked out)."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
-    text = (
-        f"{what} needs about {_gb(estimate)}, {_gb(available)} available on {dev} (at most {SAFETY:.0%} of it is used)"
-    )
+    text = f"{what} needs about {gigabytes(estimate)}, {gigabytes(available)} available on {dev}"
+    text += f" (at most {SAFETY:.0%} of it is used)"
     remedies = [] if first is None else [first]
     if tile_size is not None:
         remedies.append(f"pass tile_size={tile_size} to restore it in tiles")
