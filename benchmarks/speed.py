@@ -8,8 +8,10 @@ memory is the run's own:
 - steady-state milliseconds per iteration over ``--iterations`` steps;
 - time to result: set-up plus ``--result-iterations`` steps (the paper's 3000 by default);
 - peak memory: CUDA's max allocated bytes, or the process's peak resident set on CPU.
-Then it prints the ratios ours / reference. One run does every measurement; results go
-to ``--out`` as JSON lines. Meant to run unchanged on a CPU and on an H100/H200:
+Then it prints the ratios ours / reference. ``--ensembles 2 4 8`` also times our fit with
+that many members in one batched call (``ensemble=K``): the cost of an ensemble per
+device, from which ``fit.DEFAULT_ENSEMBLE`` is chosen. One run does every measurement;
+results go to ``--out`` as JSON lines. Meant to run unchanged on a CPU and on an H100/H200:
 
     python benchmarks/speed.py --device cpu --sizes 128 256 --width 32 --out results/speed_cpu.jsonl
     python benchmarks/speed.py --device cuda --sizes 128 256 512 --width 128 --out $OUT/speed_gpu.jsonl
@@ -56,15 +58,25 @@ def _peak(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _steps_ours(image, width: int, device: str, precision: str):
+def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 1):
     from napari_dip.fit import Fit
 
-    fit = Fit("denoise", image, width=width, iterations=10**9, device=device, preview_every=10**9, precision=precision)
+    fit = Fit(
+        "denoise",
+        image,
+        width=width,
+        iterations=10**9,
+        device=device,
+        preview_every=10**9,
+        precision=precision,
+        ensemble=ensemble,
+        stopping="emv",  # as denoise runs: the rule's per-member bookkeeping is part of the cost
+    )
     steps = iter(fit)
     return lambda: next(steps)
 
 
-def _steps_reference(image, width: int, device: str, precision: str):
+def _steps_reference(image, width: int, device: str, precision: str, ensemble: int = 1):
     import torch
 
     from reference_dip import skip_net
@@ -88,7 +100,7 @@ def _steps_reference(image, width: int, device: str, precision: str):
     return step
 
 
-def _steps_deepinv(image, width: int, device: str, precision: str):
+def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1):
     import deepinv
     import torch
 
@@ -108,7 +120,7 @@ def run_one(args: argparse.Namespace) -> dict:
     image = _image(args.size, args.channels)
     make = {"ours": _steps_ours, "reference": _steps_reference, "deepinv": _steps_deepinv}[args.implementation]
     start = time.perf_counter()
-    step = make(image, args.width, args.device, args.precision)
+    step = make(image, args.width, args.device, args.precision, args.ensemble)
     for _ in range(args.warmup):
         step()
     _sync(args.device)
@@ -137,6 +149,8 @@ def main() -> None:
     p.add_argument("--result-iterations", type=int, default=3000, help="iterations of a 'time to result'")
     p.add_argument("--precision", default="auto", help="ours: auto, float32 or bfloat16")
     p.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS))
+    p.add_argument("--ensembles", type=int, nargs="*", default=[], help="also time ours with K members")
+    p.add_argument("--ensemble", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--out", default=None)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -165,21 +179,27 @@ def main() -> None:
                 "width": args.width,
                 "precision": args.precision,
             }
-            for impl in args.implementations:
+            runs = [(impl, impl, 1) for impl in args.implementations]
+            runs += [(f"ours_k{k}", "ours", k) for k in args.ensembles if "ours" in args.implementations]
+            for key, impl, members in runs:
                 command = [sys.executable, __file__, "--implementation", impl, "--size", str(size)]
+                command += ["--ensemble", str(members)]
                 command += ["--channel-count", str(channels), "--device", args.device, "--width", str(args.width)]
                 command += ["--iterations", str(args.iterations), "--warmup", str(args.warmup)]
                 command += ["--result-iterations", str(args.result_iterations), "--precision", args.precision]
                 try:
                     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
-                    row[impl] = {"skipped": f"over {args.timeout:.0f} s"}
+                    row[key] = {"skipped": f"over {args.timeout:.0f} s"}
                     continue
                 if done.returncode != 0:
                     last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                    row[impl] = {"skipped": last[:200]}  # e.g. deepinv not installed
+                    row[key] = {"skipped": last[:200]}  # e.g. deepinv not installed
                     continue
-                row[impl] = json.loads(done.stdout.strip().splitlines()[-1])
+                row[key] = json.loads(done.stdout.strip().splitlines()[-1])
+                if members > 1 and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("ours", {}):
+                    # Cost of the ensemble over one network: K means K networks' arithmetic.
+                    row[key]["ratio_to_one"] = round(row[key]["ms_per_iteration"] / row["ours"]["ms_per_iteration"], 3)
             ours, ref = row.get("ours", {}), row.get("reference", {})
             if "ms_per_iteration" in ours and "ms_per_iteration" in ref:
                 row["ratio_per_iteration"] = round(ours["ms_per_iteration"] / ref["ms_per_iteration"], 3)

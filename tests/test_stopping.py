@@ -57,7 +57,7 @@ def test_rule_keeps_its_best_and_stops_after_patience():
 def test_variance_rules_keep_a_small_sample_not_full_images():
     image = np.random.default_rng(0).random((3, 200, 300)).astype(np.float32)
     fit = Fit("denoise", image, width=4, iterations=1, stopping="wmv", device="cpu")
-    assert fit.rule._ring.shape == (100, 4096)  # 100 x 4096 values, not 100 x 180,000
+    assert fit.rule._ring.shape == (100, 1, 4096)  # 100 x 4096 values (one member), not 100 x 180,000
 
 
 def test_validation_rule_leaves_five_percent_out_of_the_loss():

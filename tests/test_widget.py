@@ -57,7 +57,11 @@ def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     out = viewer.layers["cells denoised"]
     assert out.data.shape == data.shape and out.data.dtype == np.uint16
     assert tuple(out.scale) == (0.5, 0.25) and tuple(out.translate) == (10, -3)
-    assert out.metadata == {"um": 1} and tuple(out.contrast_limits) == tuple(layer.contrast_limits)
+    assert out.metadata["um"] == 1 and tuple(out.contrast_limits) == tuple(layer.contrast_limits)
+    # What the fit assumed travels with the result; the input's metadata is left as it was.
+    assert out.metadata["napari_dip"]["task"] == "denoise" and out.metadata["napari_dip"]["ensemble"] == 1
+    assert out.metadata["napari_dip"]["noise"]["kind"] in ("gaussian", "poisson")
+    assert layer.metadata == {"um": 1}
     np.testing.assert_array_equal(layer.data, original)
     assert "cells denoised (preview)" not in [lay.name for lay in viewer.layers]
     assert widget.run_button.text == "Run"

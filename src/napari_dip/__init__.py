@@ -10,12 +10,12 @@ TYPE_CHECKING = False  # not typing's: importing typing delays the command line'
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._api import denoise, flash_no_flash, inpaint, super_resolve
+    from ._api import denoise, estimate_noise, flash_no_flash, inpaint, super_resolve
     from ._batch import batch
 
     __version__: str
 
-__all__ = ["__version__", "batch", "denoise", "flash_no_flash", "inpaint", "super_resolve"]
+__all__ = ["__version__", "batch", "denoise", "estimate_noise", "flash_no_flash", "inpaint", "super_resolve"]
 
 
 def __getattr__(name: str) -> "Any":

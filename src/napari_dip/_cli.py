@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._names import NETWORKS, PRECISIONS, RULES
+from ._names import NETWORKS, NOISE_MODELS, PRECISIONS, RULES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +72,13 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         help="the network's arithmetic (default auto: bfloat16 on CPUs with AMX from width 128, else float32)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--ensemble",
+        type=_ensemble,
+        default="auto",
+        help="fit N networks at once (one batched call) and average them (default auto: "
+        "the device's default for denoising, 1 otherwise)",
+    )
     parser.add_argument(
         "--channel-axis",
         type=int,
@@ -124,6 +131,32 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _noise(parser: argparse.ArgumentParser) -> None:
+    """Options of the denoising noise model."""
+    parser.add_argument(
+        "--noise",
+        default="auto",
+        choices=NOISE_MODELS,
+        help="noise model: auto (default: measured from the image), gaussian, or poisson (camera photon "
+        "+ read noise; the fit then runs on the variance-stabilised image)",
+    )
+    parser.add_argument(
+        "--gain", type=float, default=None, help="photon noise: camera counts per photon (default: estimated)"
+    )
+    parser.add_argument(
+        "--offset", type=float, default=None, help="photon noise: counts at zero light (default: estimated)"
+    )
+
+
+def _ensemble(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of networks or 'auto', got {text!r}") from None
+
+
 def _tile_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -147,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     _common(p, "Adam steps (default: stop automatically, at most 6000)")
+    _noise(p)
 
     p = sub.add_parser(
         "inpaint",
@@ -219,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-known", action="store_true", help="inpainting masks mark the known pixels instead")
     p.add_argument("--scale", type=int, default=4, help="super-resolution factor (default: 4)")
     _common(p, "Adam steps (default: the task's; denoise stops automatically)", batch=True)
+    _noise(p)
 
     p = sub.add_parser(
         "demo",
@@ -339,12 +374,15 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
         seed=args.seed,
         stopping=stopping,
         precision=args.precision,
+        ensemble=getattr(args, "ensemble", "auto"),
         volumetric=getattr(args, "volumetric", False),
         tile_size=getattr(args, "tile_size", None),
         warm_start=getattr(args, "warm_start", True),
         **kwargs,
     )
     schedule = job.schedule
+    if job.noise is not None:
+        print(f"noise: {job.noise.describe()}", file=sys.stderr)
     progress = _Progress(args.quiet, interrupts)
     interrupts.keep_partial, interrupts.in_fit = args.keep_partial, True
     start = time.perf_counter()
@@ -520,6 +558,7 @@ def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         "device": args.device,
         "seed": args.seed,
         "precision": args.precision,
+        "ensemble": args.ensemble,
         "stopping": None if args.stopping == "none" else args.stopping,
         "channel_axis": args.channel_axis,
         "volumetric": args.volumetric,
@@ -528,6 +567,10 @@ def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         "warm_start": args.warm_start,
         "mask_suffix": args.mask_suffix,
     }
+    if args.task == "denoise":
+        options.update(noise=args.noise, gain=args.gain, offset=args.offset)
+    elif args.noise != "auto" or args.gain is not None or args.offset is not None:
+        raise ValueError("--noise, --gain and --offset apply to --task denoise only")
     if args.task == "super-resolve":
         options["scale"] = args.scale
     if args.task == "inpaint":
@@ -587,7 +630,9 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
     measured = read_image(args.no_flash) if args.command == "flash-no-flash" else image
     check_format(args.output, measured, axis)
     if args.command == "denoise":
-        result = _run("denoise", args, interrupts, image, **options)
+        result = _run(
+            "denoise", args, interrupts, image, noise=args.noise, gain=args.gain, offset=args.offset, **options
+        )
     elif args.command == "inpaint":
         mask = known_or_missing(read_image(args.mask), args.mask_known)
         result = _run("inpaint", args, interrupts, image, mask=mask, **options)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .noise import NoiseModel
 
 #: Headroom, as a fraction of the robust range, left above and below it in [0, 1]:
 #: the sigmoid output cannot reach 0 or 1, and a true peak may sit above the noisy one.
@@ -65,6 +69,9 @@ class ValueMap:
     low: np.ndarray
     high: np.ndarray
     exponent: int = 0
+    #: A Poisson–Gaussian noise model (``napari_dip.noise``) whose variance-stabilising
+    #: transform comes first (``unit`` then maps the stabilised values), or None.
+    noise: NoiseModel | None = None
 
     @staticmethod
     def _per_channel(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -75,6 +82,8 @@ class ValueMap:
     def scaled(self, image: np.ndarray) -> np.ndarray:
         """``image`` as float64 times ``2**-exponent`` (exact)."""
         values = image.astype(np.float64)
+        if self.noise is not None:
+            return self.noise.stabilize(values)
         return np.ldexp(values, -self.exponent) if self.exponent else values
 
     def to_unit(self, image: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -108,7 +117,10 @@ class ValueMap:
         if self.exponent:
             low, high = np.ldexp(low, -self.exponent), np.ldexp(high, -self.exponent)
         scale, offset, low, high = (self._per_channel(v, axis, unit.ndim) for v in (self.scale, self.offset, low, high))
-        values = np.clip(unit.astype(np.float64) * scale + offset, low, high)
+        values = unit.astype(np.float64) * scale + offset
+        if self.noise is not None:
+            values = self.noise.unstabilize(values)
+        values = np.clip(values, low, high)
         if self.exponent:
             values = np.ldexp(values, self.exponent)  # exact: the clipped values scale back within the bounds
         if integer:
@@ -116,10 +128,10 @@ class ValueMap:
         return values.astype(self.dtype)
 
     def describe(self) -> str:
-        parts = [
-            f"{np.ldexp(lo, self.exponent):.6g}..{np.ldexp(lo + s, self.exponent):.6g}"
-            for lo, s in zip(self.offset, self.scale, strict=True)
-        ]
+        def user(value: float) -> float:
+            return float(self.noise.unstabilize(value)) if self.noise else float(np.ldexp(value, self.exponent))
+
+        parts = [f"{user(lo):.6g}..{user(lo + s):.6g}" for lo, s in zip(self.offset, self.scale, strict=True)]
         return ", ".join(dict.fromkeys(parts))
 
 
@@ -289,11 +301,14 @@ def _limit_exponent(low: float, high: float) -> int:
     return int(np.frexp(magnitude)[1])
 
 
-def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) -> ValueMap:
+def value_map(
+    standard: np.ndarray, rgb: bool, known: np.ndarray | None = None, noise: NoiseModel | None = None
+) -> ValueMap:
     """The map of ``standard`` (P, C, *S) to [0, 1]. uint8 uses its full range
     0..255; other dtypes a robust range per channel (one for all channels when
     ``rgb``, so colours stay balanced), widened by ``MARGIN``. ``known`` (P, *S)
-    marks the pixels to measure (inpainting ignores the rest)."""
+    marks the pixels to measure (inpainting ignores the rest). A Poisson–Gaussian
+    ``noise`` model maps the stabilised values (``NoiseModel.stabilize``) instead."""
     channels = standard.shape[1]
     integer = np.issubdtype(standard.dtype, np.integer)
     groups = [slice(None)] if rgb or channels == 1 else [slice(c, c + 1) for c in range(channels)]
@@ -305,14 +320,16 @@ def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) 
         valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
         data = values if valid is None else values[valid]
         low[group], high[group] = data.min(), data.max()
-    exponent = 0 if integer else _limit_exponent(float(low.min()), float(high.max()))
+    exponent = 0 if integer or noise is not None else _limit_exponent(float(low.min()), float(high.max()))
     for group in groups:
-        if standard.dtype == np.uint8:
+        if standard.dtype == np.uint8 and noise is None:
             offset[group], scale[group] = 0.0, 255.0
             continue
         values = standard[:, group]
         if exponent:
             values = np.ldexp(values.astype(np.float64), -exponent)
+        if noise is not None:
+            values = noise.stabilize(values)
         valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
         lo, hi = robust_range(values, valid)
         if hi == lo:  # constant: centre it, the sigmoid output cannot reach 0 or 1
@@ -320,4 +337,4 @@ def value_map(standard: np.ndarray, rgb: bool, known: np.ndarray | None = None) 
             continue
         span = hi - lo
         offset[group], scale[group] = lo - MARGIN * span, span * (1 + 2 * MARGIN)
-    return ValueMap(offset, scale, output_dtype(standard.dtype), low, high, exponent)
+    return ValueMap(offset, scale, output_dtype(standard.dtype), low, high, exponent, noise)

@@ -10,3 +10,4 @@ RULES = ("wmv", "emv", "validation")
 PRECISIONS = ("auto", "float32", "bfloat16")
 #: The rule used when none is named; chosen from benchmarks/early_stopping.py (BENCHMARKS.md).
 DEFAULT_RULE = "emv"
+NOISE_MODELS = ("auto", "gaussian", "poisson")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._api import AUTO_STOP_CAP, AUTO_STOP_TASKS, Job, prepare
 from ._layers import DEFAULT_MODE, MODE_LABELS, Output, companion, modes_for, output_for, plane_ranges, select
+from ._names import NOISE_MODELS
 from .fit import TASKS, task_defaults
 from .networks import NETWORKS
 from .stopping import DEFAULT_RULE, RULES
@@ -90,6 +91,17 @@ def _free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _number(text: str, what: str) -> float | None:
+    """A number typed into a field; empty: None (estimated)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number, or empty to estimate it; got {text!r}") from None
+
+
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
@@ -151,6 +163,23 @@ class DeepImagePriorWidget(QWidget):
             step=4,
             tooltip="channels per level: 128 is the paper's; 32-64 is much faster on a CPU",
         )
+        self.noise = ComboBox(
+            label="Noise",
+            choices=list(NOISE_MODELS),
+            value="auto",
+            tooltip="auto: measured from the image; poisson: a camera's photon + read noise (the fit runs on "
+            "the variance-stabilised image); gaussian: the same noise everywhere",
+        )
+        self.gain = LineEdit(label="Gain (counts/photon)", value="", tooltip="empty: estimated from the image")
+        self.offset = LineEdit(label="Offset (counts)", value="", tooltip="empty: estimated from the image")
+        self.ensemble = SpinBox(
+            label="Ensemble (0 = auto)",
+            value=0,
+            min=0,
+            max=16,
+            tooltip="fit this many networks at once and average them: less noise, more time on a CPU; "
+            "0: the device's default",
+        )
         self.auto_stop = CheckBox(
             text="Stop automatically", value=True, tooltip="end the fit when its output is at its best"
         )
@@ -187,6 +216,10 @@ class DeepImagePriorWidget(QWidget):
                 self.scale,
                 self.network,
                 self.width,
+                self.noise,
+                self.gain,
+                self.offset,
+                self.ensemble,
                 self.auto_stop,
                 self.rule,
                 self.iterations,
@@ -203,6 +236,7 @@ class DeepImagePriorWidget(QWidget):
         self.task.changed.connect(self._task_changed)
         self.image.changed.connect(self._image_changed)
         self.auto_stop.changed.connect(self._auto_stop_changed)
+        self.noise.changed.connect(self._noise_changed)
         self.scale.changed.connect(self._task_changed)
         self.run_button.changed.connect(self._run_clicked)
 
@@ -270,6 +304,12 @@ class DeepImagePriorWidget(QWidget):
         self._iterations_default = defaults.iterations
         self.auto_stop.value = task in AUTO_STOP_TASKS
         self._auto_stop_changed()
+        self._noise_changed()
+
+    def _noise_changed(self, *_: Any) -> None:
+        denoise = self.task.value == "denoise"
+        self.noise.visible = denoise
+        self.gain.visible = self.offset.visible = denoise and self.noise.value != "gaussian"
 
     def _auto_stop_changed(self, *_: Any) -> None:
         auto = self.auto_stop.value
@@ -333,7 +373,8 @@ class DeepImagePriorWidget(QWidget):
         self.run_button.text = "Stop"
         device = schedule.options.get("device", self.device.value)
         what = f" {output.planes} {output.unit}s" if output.planes > 1 else ""
-        self.status.value = f"starting{what} on {device} …"
+        noise = f"; noise: {job.noise.describe()}" if job.noise is not None else ""
+        self.status.value = f"starting{what} on {device} …{noise}"
         self._watch_window()
         worker.start()
 
@@ -367,6 +408,11 @@ class DeepImagePriorWidget(QWidget):
             extra["mask"] = companion(self.mask.value, selection, point) > 0
         elif task == "super-resolve":
             extra["scale"] = self.scale.value
+        elif task == "denoise":
+            extra["noise"] = self.noise.value
+            if self.noise.value != "gaussian":
+                extra["gain"] = _number(self.gain.value, "gain (camera counts per photon)")
+                extra["offset"] = _number(self.offset.value, "offset (counts at zero light)")
         elif task == "flash-no-flash":
             if self.flash.value is None:
                 raise ValueError("choose the flash Image layer")
@@ -388,9 +434,16 @@ class DeepImagePriorWidget(QWidget):
             seed=self.seed.value,
             preview_every=self.preview_every.value or None,
             stopping=self.rule.value if self.auto_stop.value else None,
+            ensemble=self.ensemble.value or "auto",
             **extra,
         )
-        return job, output_for(layer, task, selection, self.scale.value if task == "super-resolve" else 1)
+        output = output_for(layer, task, selection, self.scale.value if task == "super-resolve" else 1)
+        # What the fit assumed travels with the result.
+        report: dict[str, Any] = {"task": task, "ensemble": job.schedule.options.get("ensemble", 1)}
+        if job.noise is not None:
+            report["noise"] = job.noise.as_dict()
+        output.kwargs["metadata"] = {**output.kwargs.get("metadata", {}), "napari_dip": report}
+        return job, output
 
     # -- worker signals (GUI thread) --------------------------------------------------
     def _on_progress(self, step: Step) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ._names import PRECISIONS, TASKS
-from .networks import Prior, full_precision_output, input_channels, seeded_network
+from .networks import Ensemble, Prior, full_precision_output, input_channels, seeded_network
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import Rule, make_rule
 
@@ -40,6 +40,10 @@ PREVIEW_SECONDS = 1.0
 CHUNK = 256
 #: Iterations whose loss (and statistic) the host keeps: ``Fit.losses``, the plots.
 HISTORY = 2**16
+#: Member ``k`` of an ensemble is seeded with ``seed + k * MEMBER_SEED_STEP``.
+MEMBER_SEED_STEP = 7919
+#: Most members one ensemble may have (each costs a network's memory and arithmetic).
+MAX_ENSEMBLE = 64
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,15 @@ def resolve_precision(precision: str, device: torch.device, width: int = 128) ->
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     fast = device.type == "cpu" and amx() and torch.backends.mkldnn.is_available()
     return "bfloat16" if fast and width >= BFLOAT16_MIN_WIDTH else "float32"
+
+
+#: Ensemble members ``ensemble="auto"`` fits, per device type, for denoising.
+DEFAULT_ENSEMBLE = {"cpu": 1, "mps": 1, "cuda": 4}
+
+
+def default_ensemble(device: torch.device) -> int:
+    """The members an automatic ensemble has on ``device`` (``DEFAULT_ENSEMBLE``)."""
+    return DEFAULT_ENSEMBLE.get(device.type, 1)
 
 
 def _meshgrid(shape: tuple[int, ...]) -> torch.Tensor:
@@ -293,6 +306,10 @@ class Fit:
         output layer, the loss, Adam and the averaged output stay float32); "auto" takes
         it on CPUs with AMX tiles at width 128 and more, where oneDNN's bfloat16
         convolutions make a step 1.5x faster (BENCHMARKS.md), and float32 elsewhere.
+    ensemble : int
+        Members: this many networks with their own seeds (weights and z) fitted at
+        once in one batched call (``networks.Ensemble``); each keeps its own averaged
+        output and stopping point, and the result is their mean. 1: a single network.
     cuda_graph : bool
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
         and replay it (2-3x faster for small images, where kernel launches
@@ -321,6 +338,7 @@ class Fit:
         stopping: str | Rule | None = None,
         init: Checkpoint | None = None,
         precision: str = "auto",
+        ensemble: int = 1,
         cuda_graph: bool = True,
     ) -> None:
         defaults = task_defaults(task, factor)
@@ -330,6 +348,9 @@ class Fit:
             raise ValueError("flash-no-flash needs the flash image as guide")
         if image.ndim not in (3, 4):
             raise ValueError(f"image must be (C, H, W) or (C, D, H, W), got shape {image.shape}")
+        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or not 1 <= ensemble <= MAX_ENSEMBLE:
+            raise ValueError(f"ensemble must be an integer from 1 to {MAX_ENSEMBLE}, got {ensemble!r}")
+        self.members = members = ensemble
         self.task = task
         self.device = resolve_device(device)
         self.iterations = defaults.iterations if iterations is None else int(iterations)
@@ -350,7 +371,15 @@ class Fit:
             in_channels = input_channels(network, width)
         net_options = {} if ndim == 2 else {"spatial_dims": 3, "z_size": shape[0], "anisotropy": float(anisotropy)}
         # The fit's own generators, never torch's global one: seeded fits hold in any thread.
-        net = seeded_network(network, in_channels, channels, width, self.seed, **net_options)
+        self.precision = resolve_precision(precision, resolve_device(device), width)
+        nets = [
+            seeded_network(network, in_channels, channels, width, self.seed + k * MEMBER_SEED_STEP, **net_options)
+            for k in range(members)
+        ]
+        if self.precision == "bfloat16":
+            for member in nets:
+                full_precision_output(member)
+        net = nets[0] if members == 1 else Ensemble(nets)
         cpu_gen = torch.Generator().manual_seed(self.seed + 1)
         if guide is not None and net.input_stride != 1:
             raise ValueError(f"network {network!r} takes no image input; use it for other tasks than flash-no-flash")
@@ -399,27 +428,26 @@ class Fit:
         elif net_input == "meshgrid":
             z = _meshgrid(tuple(n // s for n in self.canvas))
         else:
-            z = torch.rand(1, in_channels, *(n // s for n in self.canvas), generator=cpu_gen) * 0.1
+            z = torch.rand(members, in_channels, *(n // s for n in self.canvas), generator=cpu_gen) * 0.1
+        z = z.expand(members, *z.shape[1:])  # an image or grid input: the same for every member
 
         dev = self.device
         # Measured on an H200 and a 2-core CPU (BENCHMARKS.md): channels-last is ~20 % faster
         # with oneDNN on CPU but slower on CUDA; the fused Adam kernel is fastest on both.
         fmt = torch.contiguous_format
-        if dev.type == "cpu":
+        if dev.type == "cpu" and members == 1:  # stacked (5-D) weights take no channels-last
             fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
-        self.precision = resolve_precision(precision, dev, width)
         self._autocast = torch.bfloat16 if self.precision == "bfloat16" else None
-        if self._autocast is not None:
-            full_precision_output(net)
         self.net: Prior = net.to(dev, memory_format=fmt)
         self.operator = operator.to(dev)
-        self._measured = measured.to(dev)
+        # One view per member (no copy): each member's loss is its own fit's.
+        self._measured = measured.to(dev).expand(members, *measured.shape[1:])
         # z stays contiguous: normal_() into a channels-last tensor is ~10x slower on CPU.
         self._z = z.to(dev).contiguous()
         self._noise_gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
         self._noise = torch.empty_like(self._z) if self.input_noise > 0 else None
         self._z_noisy = torch.empty_like(self._z) if self.input_noise > 0 else self._z
-        self._average = torch.zeros((1, channels, *self.canvas), device=dev)
+        self._average = torch.zeros((members, channels, *self.canvas), device=dev)
         self._loss = torch.zeros((), device=dev)
         self._history = _History(1 if stopping is None else 2, self.iterations, dev)
         self._output = self._average
@@ -479,14 +507,17 @@ class Fit:
         ):
             out = self.net(z)
         self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
+        # Summed over members, so that each member's gradient is that of its own fit.
         loss = data_loss(self.operator(out), self._measured)
+        if self.members > 1:
+            loss = loss * self.members
         # Graph replays need the gradient buffers to stay put: zero them, do not free them.
         self._optimizer.zero_grad(set_to_none=not self._graphed)
         loss.backward()
         self._optimizer.step()
         with torch.no_grad():
             self._average.lerp_(out.detach(), average_weight)
-            self._loss.copy_(loss.detach())
+            self._loss.copy_(loss.detach() / self.members)
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
@@ -523,7 +554,7 @@ class Fit:
         while self.iteration < self.iterations and not self.stopped_early:
             with self._on_device():
                 self._advance()
-            statistic = None if rule is None else rule.update(self.iteration + 1, self._output, self._average)
+            statistic = None if rule is None else rule.update(self.iteration + 1, self._output, self._average).mean()
             history.append(self._loss, statistic)
             self.iteration += 1
             i, now = self.iteration, time.perf_counter()
@@ -578,7 +609,8 @@ class Fit:
                 average = self.rule.best_average
             else:
                 average = self._average if self.iteration else self.net(self._z)
-            out = average[(0, slice(None), *self.output_region)].float().cpu()
+            # An ensemble's result is the mean of its members' (for one member: itself).
+            out = average[(slice(None), slice(None), *self.output_region)].float().mean(dim=0).cpu()
         if self.task == "inpaint":
             out = torch.where(self._known, self._image, out)
         return out.numpy()

@@ -437,3 +437,47 @@ def initialise(net: nn.Module, generator: torch.Generator) -> None:
             module.reset_parameters()  # ones, zeros and fresh running statistics: nothing random
         elif any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
             raise TypeError(f"initialise does not know how to draw the weights of {type(module).__name__}")
+
+
+class Ensemble(nn.Module):
+    """``members`` copies of one prior with their own weights, run as one batched call.
+
+    The members' parameters are stacked along a new first axis and the shared
+    architecture is applied to all of them at once with ``torch.func.vmap``, which
+    turns each convolution into one grouped convolution: no Python loop over
+    members, one optimiser step for all. Input ``(M, C, *canvas / stride)``, one
+    entry per member; output ``(M, C', *canvas)``. Member ``k`` computes exactly what
+    ``nets[k]`` alone would.
+    """
+
+    def __init__(self, nets: list[Prior]) -> None:
+        super().__init__()
+        import copy
+
+        from torch.func import stack_module_state
+
+        first = nets[0]
+        self.members = len(nets)
+        for name in ("in_channels", "spatial_dims", "multiple", "min_size", "input_stride"):
+            setattr(self, name, getattr(first, name))
+        params, buffers = stack_module_state(nets)
+        # Module attribute names may not hold dots: keep the qualified names aside.
+        self._param_names = list(params)
+        self._buffer_names = list(buffers)
+        self.stacked = nn.ParameterList(nn.Parameter(p.detach().clone()) for p in params.values())
+        for i, b in enumerate(buffers.values()):
+            self.register_buffer(f"buffer_{i}", b.clone())
+        # The architecture alone, without storage; its forward runs on the stacked weights.
+        self._base = [copy.deepcopy(first).to("meta")]  # a list: not a submodule (no .to(), no state)
+
+    def _member(self, params: dict, buffers: dict, z: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self._base[0], (params, buffers), (z[None],))[0]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        from torch.func import vmap
+
+        params = dict(zip(self._param_names, self.stacked, strict=True))
+        buffers = {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self._buffer_names)}
+        return vmap(self._member, in_dims=(0, 0, 0), randomness="same")(params, buffers, z)

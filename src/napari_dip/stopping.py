@@ -14,7 +14,10 @@ output kept at the minimum.
 
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
-whatever the image size (a window of W full images would not).
+whatever the image size (a window of W full images would not). An ensemble's
+members (the first axis of the outputs) are watched and kept apart: each has
+its own statistic, best iteration and best output, and the fit ends when the
+last of them is done.
 """
 
 from __future__ import annotations
@@ -44,36 +47,44 @@ class Rule:
         self._best: torch.Tensor | None = None
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
-        """Allocate state on the fit's device; ``sample_index`` are flat indices of
-        image pixels (not canvas padding) in the output tensor."""
-        dev = average.device
-        self._index = sample_index
-        self._best = torch.tensor(math.inf, device=dev)
-        self._inf = torch.tensor(math.inf, device=dev)  # preallocated: no host-to-device copy per step
-        self._best_iteration = torch.zeros((), dtype=torch.long, device=dev)
+        """Allocate state on the fit's device. ``average`` is ``(M, C, *canvas)``, one
+        entry per ensemble member; ``sample_index`` are flat indices of image pixels
+        (not canvas padding) into one member's output."""
+        dev, members = average.device, average.shape[0]
+        # The same pixels of every member, as flat indices into the whole (M, ...) tensor.
+        self._index = sample_index[None, :] + torch.arange(members, device=dev)[:, None] * average[0].numel()
+        self._best = torch.full((members,), math.inf, device=dev)
+        self._inf = torch.full((members,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
+        self._best_iteration = torch.zeros(members, dtype=torch.long, device=dev)
+        self._member_shape = (members,) + (1,) * (average.ndim - 1)
         self.best_average = average.clone()
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        """The rule's statistic after ``iteration`` (0-dim tensor; inf while warming up)."""
+        """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
         raise NotImplementedError
 
     def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        """Feed one iteration; device work only. Returns the statistic."""
+        """Feed one iteration; device work only. Returns the statistic, ``(M,)``."""
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
             improved = stat < self._best
             torch.minimum(self._best, stat, out=self._best)
             self._best_iteration.copy_(torch.where(improved, iteration, self._best_iteration))
-            self.best_average.copy_(torch.where(improved, average, self.best_average))
+            self.best_average.copy_(torch.where(improved.view(self._member_shape), average, self.best_average))
         return stat
 
     @property
+    def best_iterations(self) -> list[int]:
+        """Each member's iteration of its lowest statistic so far (a host sync); 0 before any."""
+        return self._best_iteration.tolist()
+
+    @property
     def best_iteration(self) -> int:
-        """Iteration of the lowest statistic so far (a host sync); 0 before any."""
-        return int(self._best_iteration)
+        """The latest of the members' best iterations (a host sync); 0 before any."""
+        return int(self._best_iteration.max())
 
     def done(self, iteration: int) -> bool:
-        """True once the statistic has not improved for ``patience`` iterations (a sync)."""
+        """True once no member's statistic has improved for ``patience`` iterations (a sync)."""
         return iteration - max(self.best_iteration, self.window) >= self.patience
 
 
@@ -86,13 +97,13 @@ class WindowedVariance(Rule):
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
-        self._ring = torch.zeros(self.window, sample_index.numel(), device=average.device)
+        self._ring = torch.zeros(self.window, *self._index.shape, device=average.device)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         self._ring[iteration % self.window] = torch.take(output.detach(), self._index)
         if iteration < self.window:
             return self._inf
-        return self._ring.var(dim=0, unbiased=False).mean()
+        return self._ring.var(dim=0, unbiased=False).mean(dim=-1)
 
 
 class ExponentialVariance(Rule):
@@ -104,8 +115,8 @@ class ExponentialVariance(Rule):
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
         self._alpha = 2 / (self.window + 1)
-        self._mean = torch.zeros(sample_index.numel(), device=average.device)
-        self._variance = torch.zeros((), device=average.device)
+        self._mean = torch.zeros(self._index.shape, device=average.device)
+        self._variance = torch.zeros(average.shape[0], device=average.device)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         values = torch.take(output.detach(), self._index)
@@ -113,7 +124,7 @@ class ExponentialVariance(Rule):
             self._mean.copy_(values)
         delta = values - self._mean
         self._mean.add_(delta, alpha=self._alpha)
-        self._variance.mul_(1 - self._alpha).add_((1 - self._alpha) * self._alpha * delta.square().mean())
+        self._variance.mul_(1 - self._alpha).add_((1 - self._alpha) * self._alpha * delta.square().mean(dim=-1))
         if iteration < self.window:
             return self._inf
         return self._variance.clone()
@@ -132,7 +143,7 @@ class HeldOutPixels(Rule):
         self.measured: torch.Tensor | None = None  # set by the fit: noisy values at sample_index
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        return (torch.take(average, self._index) - self.measured).square().mean()
+        return (torch.take(average, self._index) - self.measured).square().mean(dim=-1)
 
 
 _RULES = {"wmv": WindowedVariance, "emv": ExponentialVariance, "validation": HeldOutPixels}

@@ -1,0 +1,323 @@
+"""Noise models: what the camera did to the image, estimated from the image itself.
+
+A microscope camera's reading is ``y = gain · Poisson(photons) + offset + N(0, read²)``:
+its variance grows with the signal, ``var(y) = a · mean(y) + b`` with ``a`` the gain
+(counts per photon) and ``b = read² − a · offset``. This noise-level function is
+estimated from one image (as in Foi et al., "Practical Poissonian-Gaussian noise
+modeling and fitting for single-image raw-data", IEEE TIP 2008): Haar detail
+coefficients measure the noise, a smoothed image the level it sits on, and a robust
+straight line through binned (level, variance) pairs gives ``a`` and ``b``.
+
+Where the variance does grow with the signal, the fit runs on the generalized
+Anscombe transform of the image, ``f(y) = 2/a · sqrt(a·y + 3/8·a² + b)``, whose noise
+has unit variance everywhere: the squared loss then weighs dark and bright regions
+as their noise deserves, as BM3D's pipeline for photon-limited data does. The result
+comes back through the closed-form approximation of the exact unbiased inverse
+(Mäkitalo & Foi, IEEE TIP 2011 and 2013), not the algebraic one, which is biased at
+low counts.
+
+numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._names import NOISE_MODELS
+
+#: Bins of the noise-level function (equal counts of smooth pixels each), and the
+#: fewest detail coefficients a bin needs for its robust variance.
+BINS = 16
+MIN_PER_BIN = 64
+#: "auto" takes the Poisson–Gaussian model when the fitted variance at the bright end
+#: of the data is at least this many times that at the dark end.
+POISSON_RATIO = 1.5
+#: Side of the box filter giving the level each detail coefficient sits on.
+LEVEL_WINDOW = 5
+#: Fraction of pixels (those with the steepest level) left out as edges and texture,
+#: which would read as noise.
+EDGE_FRACTION = 0.5
+#: Noise is measured on at most this many 2-D slices (evenly spread through a stack) of
+#: at most ``MAX_SIDE`` x ``MAX_SIDE`` pixels each (centred crops): plenty for 16 bins,
+#: and a large stack costs no more than a few planes.
+MAX_SLICES = 16
+MAX_SIDE = 1024
+_MAD_TO_STD = 1.4826
+_SQRT_3_2 = math.sqrt(1.5)
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The noise of an image: ``var = gain · mean + baseline`` in the image's units.
+
+    ``kind`` is "gaussian" (``gain`` 0, ``baseline`` = sigma²) or "poisson"
+    (Poisson–Gaussian). ``offset`` is the user's camera offset when given, else the
+    level where the fitted variance vanishes (the offset less read² / gain); ``read``
+    the read noise std in the image's units when it can be told (None otherwise).
+    ``estimated`` names what came from the image rather than the caller.
+    """
+
+    kind: str
+    gain: float
+    baseline: float
+    offset: float | None = None
+    read: float | None = None
+    estimated: tuple[str, ...] = ()
+
+    @property
+    def sigma(self) -> float:
+        """The Gaussian noise std (Gaussian model only)."""
+        return math.sqrt(max(self.baseline, 0.0)) if not math.isnan(self.baseline) else math.nan
+
+    @property
+    def stabilizes(self) -> bool:
+        """True when the fit runs on the variance-stabilised image."""
+        return self.kind == "poisson"
+
+    def describe(self) -> str:
+        """One line for the CLI, the widget and logs."""
+        if self.kind == "gaussian":
+            text = "Gaussian" + ("" if math.isnan(self.baseline) else f", sigma {self.sigma:.4g}")
+        else:
+            text = f"Poisson–Gaussian, gain {self.gain:.4g} counts/photon"
+            if self.offset is not None:
+                text += f", offset {self.offset:.5g}"
+            if self.read is not None:
+                text += f", read noise {self.read:.3g}"
+        if self.estimated:
+            text += f"; estimated: {', '.join(self.estimated)}"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values, for layer metadata and JSON."""
+        return {
+            "kind": self.kind,
+            "gain": self.gain,
+            "baseline": self.baseline,
+            "offset": self.offset,
+            "read": self.read,
+            "sigma": self.sigma if self.kind == "gaussian" else None,
+            "estimated": list(self.estimated),
+        }
+
+    # The transform works in float64: float32 loses the low bits of large counts.
+    def stabilize(self, values: np.ndarray) -> np.ndarray:
+        """Generalized Anscombe transform: unit noise variance at every level."""
+        a = self.gain
+        inside = np.maximum(a * np.asarray(values, np.float64) + 0.375 * a * a + self.baseline, 0.0)
+        return (2.0 / a) * np.sqrt(inside)
+
+    def unstabilize(self, values: np.ndarray) -> np.ndarray:
+        """The exact unbiased inverse of ``stabilize`` (closed-form approximation)."""
+        a = self.gain
+        d = np.asarray(values, np.float64)
+        # Below f(0 photons, no read noise) the closed form turns back; the algebraic
+        # inverse joins it there continuously and keeps the map monotonic.
+        low = d < _SQRT_3_2
+        safe = np.where(low, _SQRT_3_2, d)
+        photons = 0.25 * safe**2 + 0.25 * _SQRT_3_2 / safe - 1.375 / safe**2 + 0.625 * _SQRT_3_2 / safe**3 - 0.125
+        photons = np.where(low, 0.25 * d * d - 0.375, photons)
+        return a * photons - self.baseline / a
+
+
+class TooSmall(ValueError):
+    """Too few pixels or smooth regions to measure the noise-level function."""
+
+
+def _haar_details(plane: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Diagonal Haar details of every 2x2 block (variance = the noise variance for
+    white noise), the smoothed level at each block and its local steepness, as flat
+    arrays over the blocks whose four pixels are valid."""
+    from scipy import ndimage
+
+    x = plane.astype(np.float64)
+    detail = 0.5 * (x[:-1, :-1] - x[:-1, 1:] - x[1:, :-1] + x[1:, 1:])
+    level = ndimage.uniform_filter(x, LEVEL_WINDOW, mode="reflect")
+    gy, gx = np.gradient(level)
+    steep = np.hypot(gy, gx)
+    # The block's level and steepness: the mean of its four pixels'.
+    level = 0.25 * (level[:-1, :-1] + level[:-1, 1:] + level[1:, :-1] + level[1:, 1:])
+    steep = np.maximum.reduce([steep[:-1, :-1], steep[:-1, 1:], steep[1:, :-1], steep[1:, 1:]])
+    keep = np.ones(detail.shape, bool)
+    if valid is not None:
+        keep = valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]
+    return detail[keep], level[keep], steep[keep]
+
+
+def _robust_std(detail: np.ndarray) -> float:
+    """Std of detail coefficients, robust to the few that edges and hot pixels make
+    huge: the second moment of those within 3x the 90th percentile of |d| (4.9 sigma
+    for Gaussian noise, so nothing is lost). Unlike a median, it is not fooled by
+    the few distinct values of integer counts at low gain."""
+    size = np.abs(detail)
+    cut = 3 * float(np.quantile(size, 0.9))
+    inside = detail[size <= cut] if cut > 0 else detail
+    return float(np.sqrt(np.mean(inside * inside)))
+
+
+def _clipped_bounds(values: np.ndarray) -> tuple[float, float]:
+    """Levels at which the data look clipped (many pixels at the very minimum or
+    maximum): variance is squeezed there, so bins near them are not trusted."""
+    low, high = float(values.min()), float(values.max())
+    n = values.size
+    clipped_low = np.count_nonzero(values == low) > 0.01 * n
+    clipped_high = np.count_nonzero(values == high) > 0.01 * n
+    return (low if clipped_low else -np.inf), (high if clipped_high else np.inf)
+
+
+def level_variance(
+    standard: np.ndarray, known: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Binned noise-level function of ``standard`` (P, C, *S): (levels, variances,
+    counts, clipped), ``clipped`` True when most bins lie where the data are clipped.
+
+    Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks; blocks of
+    all slices are pooled (one camera), binned by level into ``BINS`` equal-count
+    bins, and each bin's variance is the squared MAD-based std of its details, robust
+    to the hot pixels and edges that remain.
+    """
+    height, width = standard.shape[-2:]
+    slices = standard.reshape(-1, height, width)
+    valid = None
+    if known is not None:
+        valid = np.broadcast_to(known[:, None], standard.shape).reshape(-1, height, width)
+    chosen = np.unique(np.linspace(0, len(slices) - 1, min(len(slices), MAX_SLICES)).round().astype(int))
+    top, left = max(0, (height - MAX_SIDE) // 2), max(0, (width - MAX_SIDE) // 2)
+    crop = (slice(top, top + MAX_SIDE), slice(left, left + MAX_SIDE))
+
+    # Data near float64's limits (or subnormal) is measured in units of a power of two
+    # (exact), so that differences and squares neither overflow nor underflow.
+    def usable(i: int) -> np.ndarray:
+        values = slices[i][crop] if valid is None else slices[i][crop][valid[i][crop]]
+        return values[np.isfinite(values)]
+
+    magnitude = max(float(np.max(np.abs(usable(i)), initial=0.0)) for i in chosen)
+    exponent = int(np.frexp(magnitude)[1]) if magnitude and not 2.0**-256 <= magnitude <= 2.0**256 else 0
+    details, levels, steeps, pixels = [], [], [], []
+    for i in chosen:
+        mask = None if valid is None else valid[i][crop]
+        plane = np.ldexp(slices[i][crop].astype(np.float64), -exponent)
+        if mask is not None:  # whatever lies under the mask (NaN too) must not reach the filters
+            if not mask.any():
+                continue
+            plane = np.where(mask, plane, np.median(plane[mask]))
+        d, lv, st = _haar_details(plane, mask)
+        details.append(d)
+        levels.append(lv)
+        steeps.append(st)
+        pixels.append(plane.ravel() if mask is None else plane[mask])
+    if not details:
+        raise TooSmall("no known pixels to measure the noise on")
+    detail, level, steep = (np.concatenate(v) for v in (details, levels, steeps))
+    if detail.size < BINS * MIN_PER_BIN:
+        raise TooSmall(f"the image has too few pixels ({detail.size} 2x2 blocks) to measure its noise")
+    smooth = steep <= np.quantile(steep, 1 - EDGE_FRACTION)
+    detail, level = detail[smooth], level[smooth]
+    low, high = _clipped_bounds(np.concatenate(pixels))
+    edges = np.quantile(level, np.linspace(0, 1, BINS + 1))
+    which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, BINS - 1)
+    rows = []
+    for b in range(BINS):
+        d = detail[which == b]
+        if d.size >= MIN_PER_BIN:
+            rows.append((float(np.median(level[which == b])), _robust_std(d), d.size))
+    table = np.array(rows, float).reshape(-1, 3)
+    # Clipping squeezes the variance near the clipped level: such bins are dropped,
+    # unless too few would be left (then every bin counts: a rough sigma beats none).
+    unclipped = (table[:, 0] - 2 * table[:, 1] > low) & (table[:, 0] + 2 * table[:, 1] < high)
+    clipped = unclipped.sum() < 3
+    if not clipped:
+        table = table[unclipped]
+    with np.errstate(over="ignore", under="ignore"):  # back in the data's units: inf beyond float64
+        return np.ldexp(table[:, 0], exponent), np.ldexp(table[:, 1] ** 2, 2 * exponent), table[:, 2], clipped
+
+
+def _fit_line(
+    levels: np.ndarray, variances: np.ndarray, counts: np.ndarray, slope: float | None
+) -> tuple[float, float]:
+    """Weighted least squares ``variance = slope · level + intercept`` (``slope`` fixed
+    when given); weights count / variance² (a bin's variance error is relative), with
+    one pass that drops bins more than 3 robust deviations off the line."""
+    keep = np.ones(levels.size, bool)
+    a, b = 0.0, float(np.median(variances))
+    for _ in range(2):
+        w = counts[keep] / np.maximum(variances[keep], 1e-30) ** 2
+        x, y = levels[keep], variances[keep]
+        if slope is None:
+            design = np.stack([x, np.ones_like(x)], axis=1) * np.sqrt(w)[:, None]
+            (a, b), *_ = np.linalg.lstsq(design, y * np.sqrt(w), rcond=None)
+        else:
+            a, b = slope, float(np.sum(w * (y - slope * x)) / np.sum(w))
+        relative = (variances - (a * levels + b)) / np.maximum(variances, 1e-30)
+        spread = _MAD_TO_STD * np.median(np.abs(relative[keep])) + 1e-12
+        new = np.abs(relative) <= 3 * spread
+        if new.sum() < 3 or (new == keep).all():
+            break
+        keep = new
+    return float(a), float(b)
+
+
+def estimate_noise(
+    standard: np.ndarray,
+    known: np.ndarray | None = None,
+    noise: str = "auto",
+    gain: float | None = None,
+    offset: float | None = None,
+) -> NoiseModel:
+    """The noise model of ``standard`` (P, C, *S) in its own units.
+
+    ``noise`` is "auto" (Poisson–Gaussian when the variance grows with the signal by
+    ``POISSON_RATIO`` or more over the data, else Gaussian), "gaussian" or "poisson";
+    ``gain`` (counts per photon) and ``offset`` (counts at zero photons) fix what the
+    caller knows, the rest is estimated from the image.
+    """
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+    if noise == "gaussian" and (gain is not None or offset is not None):
+        raise ValueError("gain and offset describe photon noise; pass noise='poisson' (or 'auto') with them")
+    try:
+        levels, variances, counts, clipped = level_variance(standard, known)
+        if levels.size < 3:
+            raise TooSmall("too few smooth regions to measure the noise of this image")
+        if not (np.isfinite(levels).all() and np.isfinite(variances).all()):
+            raise TooSmall("the image's values are too close to float64's limits to measure its noise")
+    except TooSmall as err:
+        if noise != "poisson":  # plain squared loss, as without a model; the level is unknown
+            return NoiseModel("gaussian", 0.0, math.nan)
+        if gain is None or offset is None:
+            raise ValueError(f"{err}; pass the camera's gain= and offset= for noise='poisson'") from None
+        return NoiseModel("poisson", float(gain), -float(gain) * float(offset), float(offset), 0.0)
+    if clipped and noise != "poisson":
+        # Clipping squeezes the variance near the clipped level, which would read as
+        # photon noise; the widest bin is nearest the truth.
+        return NoiseModel("gaussian", 0.0, float(variances.max()), estimated=("sigma",))
+    if noise == "gaussian":
+        sigma2 = float(np.sum(counts * variances) / np.sum(counts))
+        return NoiseModel("gaussian", 0.0, sigma2, estimated=("sigma",))
+    a, b = _fit_line(levels, variances, counts, gain)
+    estimated = () if gain is not None else ("gain",)
+    if noise == "auto" and gain is None:
+        lo, hi = float(levels.min()), float(levels.max())
+        dark, bright = a * lo + b, a * hi + b
+        if a <= 0 or (dark <= 0 and bright <= 0) or bright < POISSON_RATIO * max(dark, 1e-30 * bright):
+            sigma2 = float(np.sum(counts * variances) / np.sum(counts))
+            return NoiseModel("gaussian", 0.0, sigma2, estimated=("sigma",))
+    if a <= 0:
+        raise ValueError(
+            f"the noise of this image does not grow with the signal (fitted gain {a:.3g}); "
+            "use noise='gaussian', or give the camera's gain="
+        )
+    read = None
+    if offset is not None:
+        read2 = b + a * offset
+        if read2 < 0:  # the given offset and the data disagree: trust the offset, no read noise
+            b, read2 = -a * offset, 0.0
+        read = math.sqrt(read2)
+        shown = float(offset)
+    else:
+        shown = -b / a
+        estimated = (*estimated, "offset")
+    return NoiseModel("poisson", a, b, shown, read, estimated)

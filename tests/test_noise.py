@@ -1,0 +1,156 @@
+"""Noise models (measured from the image, variance-stabilised fits) and batched ensembles."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from skimage import data
+
+from conftest import psnr
+from napari_dip import denoise
+from napari_dip import estimate_noise as measure_noise
+from napari_dip._api import prepare
+from napari_dip._cli import main
+from napari_dip.fit import Fit
+from napari_dip.networks import Ensemble, seeded_network
+from napari_dip.noise import NoiseModel, estimate_noise
+
+
+def photon_image(peak: float, gain: float, offset: float, read: float, seed: int = 0, size: int = 96):
+    """(expected counts, uint16 camera counts) of coins scaled to ``peak`` photons."""
+    clean = data.coins()[40 : 40 + size, 100 : 100 + size].astype(float)
+    rate = clean / clean.max() * peak
+    rng = np.random.default_rng(seed)
+    counts = gain * rng.poisson(rate) + offset + rng.normal(0, read * gain, rate.shape)
+    return gain * rate + offset, np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("peak", "gain", "offset"), [(5, 2.0, 100), (30, 4.0, 400)])
+def test_photon_noise_is_recognised_and_its_gain_and_offset_measured(peak, gain, offset):
+    _, counts = photon_image(peak, gain, offset, read=1.5)
+    model = estimate_noise(counts[None, None].astype(float))
+    assert model.kind == "poisson" and model.stabilizes
+    assert model.gain == pytest.approx(gain, rel=0.3)
+    # The level where the variance would vanish: the offset less read² / gain (a few counts).
+    assert model.offset == pytest.approx(offset - 1.5**2 * gain, abs=0.15 * gain * peak)
+    assert set(model.estimated) == {"gain", "offset"}
+
+
+@pytest.mark.parametrize("sigma", [10, 25])
+def test_gaussian_noise_is_recognised_and_sigma_measured(camera64, sigma):
+    noisy = np.clip(data.camera()[100:196, 100:196] + np.random.default_rng(0).normal(0, sigma, (96, 96)), 0, 255)
+    model = estimate_noise(noisy[None, None])
+    assert model.kind == "gaussian" and not model.stabilizes
+    assert model.sigma == pytest.approx(sigma, rel=0.15)
+
+
+def test_given_gain_and_offset_are_kept_and_read_noise_measured():
+    _, counts = photon_image(20, 2.0, 100, read=2.0)
+    model = estimate_noise(counts[None, None].astype(float), noise="poisson", gain=2.0, offset=100.0)
+    assert (model.gain, model.offset, model.estimated) == (2.0, 100.0, ())
+    assert model.read == pytest.approx(2.0 * 2.0, rel=0.35)  # 2 e- read noise at 2 counts/e-
+
+
+def test_unbiased_inverse_of_the_stabilising_transform():
+    """The closed-form inverse undoes the transform's bias at low counts, where the
+    algebraic inverse is far off (Mäkitalo & Foi)."""
+    rng = np.random.default_rng(0)
+    gain, offset, read = 2.0, 100.0, 3.0
+    model = NoiseModel("poisson", gain, read**2 - gain * offset)
+    for photons in (1.0, 3.0, 10.0, 50.0):
+        counts = gain * rng.poisson(photons, 200_000) + offset + rng.normal(0, read, 200_000)
+        back = model.unstabilize(model.stabilize(counts).mean())
+        assert (back - offset) / gain == pytest.approx(photons, abs=0.05 * photons + 0.1)
+    values = np.linspace(-50, 2000, 500)
+    assert np.all(np.diff(model.unstabilize(model.stabilize(values))) >= 0)  # monotonic both ways
+
+
+def test_public_estimate_takes_user_arrays_and_masked_values():
+    _, counts = photon_image(20, 2.0, 100, read=1.5)
+    stack = np.stack([counts, counts[::-1]])  # (Z, Y, X): planes pooled, one camera
+    model = measure_noise(stack)
+    assert model.kind == "poisson" and model.gain == pytest.approx(2.0, rel=0.3)
+    hot = np.ma.masked_array(counts, mask=np.zeros_like(counts, bool))
+    hot.data[5, 5], hot.mask[5, 5] = 65535, True
+    assert measure_noise(hot).gain == pytest.approx(model.gain, rel=0.3)
+    rgb = np.clip(data.astronaut()[:96, :96] + np.random.default_rng(0).normal(0, 20, (96, 96, 3)), 0, 255)
+    assert measure_noise(rgb, channel_axis=-1).sigma == pytest.approx(20, rel=0.2)
+
+
+def test_tiny_images_fall_back_to_the_plain_loss():
+    model = estimate_noise(np.random.default_rng(0).random((1, 1, 12, 12)))
+    assert model.kind == "gaussian" and np.isnan(model.sigma)
+    with pytest.raises(ValueError, match="gain= and offset="):
+        estimate_noise(np.random.default_rng(0).random((1, 1, 12, 12)), noise="poisson")
+
+
+def test_denoise_reports_its_noise_model_and_restores_photon_counts():
+    truth, counts = photon_image(30, 2.0, 100, read=1.5, size=64)
+    job = prepare("denoise", counts, width=16, device="cpu", iterations=400, stopping=None, noise="poisson")
+    assert job.noise.kind == "poisson" and "Poisson" in job.noise.describe()
+    assert job.value_map.noise is job.noise  # the fit runs on the stabilised image
+    restored = job.run()
+    assert restored.dtype == np.uint16 and restored.shape == counts.shape
+    peak = truth.max() - truth.min()
+    assert psnr(restored, truth, peak) > psnr(counts, truth, peak) + 4
+    assert counts.dtype == np.uint16  # the input is untouched
+    # Values in the stabilised domain come back in counts, within the data's range.
+    assert restored.min() >= counts.min() and restored.max() <= counts.max()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"noise": "laplace"}, "noise must be one of"),
+        ({"noise": "gaussian", "gain": 2.0}, "photon noise"),
+        ({"gain": -1.0}, "gain must be positive"),
+        ({"gain": "2"}, "gain must be a number"),
+        ({"offset": float("nan")}, "offset must be finite"),
+        ({"ensemble": 0}, "ensemble must be from 1"),
+        ({"ensemble": 2.5}, "ensemble must be an integer"),
+    ],
+)
+def test_bad_noise_and_ensemble_options_are_refused(noisy_camera, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        denoise(noisy_camera, iterations=1, width=4, device="cpu", **kwargs)
+
+
+def test_auto_measures_photon_noise_but_keeps_the_plain_loss():
+    _, counts = photon_image(30, 2.0, 100, read=1.5, size=64)
+    job = prepare("denoise", counts, width=8, device="cpu", iterations=1)
+    assert job.noise.kind == "poisson" and job.value_map.noise is None
+
+
+def test_noise_options_belong_to_denoising(noisy_camera):
+    with pytest.raises(ValueError, match="denoising only"):
+        prepare("inpaint", noisy_camera, mask=noisy_camera > 200, noise="poisson", device="cpu")
+
+
+def test_cli_prints_the_noise_model(tmp_path, capsys):
+    _, counts = photon_image(20, 2.0, 100, read=1.5, size=64)
+    tifffile.imwrite(tmp_path / "in.tif", counts)
+    args = ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--iterations", "2"]
+    assert main([*args, "--width", "8", "--device", "cpu", "--quiet", "--gain", "2", "--offset", "100"]) == 0
+    assert "noise: Poisson–Gaussian, gain 2 counts/photon, offset 100" in capsys.readouterr().err
+
+
+def test_ensemble_members_are_the_networks_they_stack():
+    nets = [seeded_network("skip", 8, 1, 8, seed) for seed in (3, 5)]
+    z = torch.rand(2, 8, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        together = Ensemble(nets)(z)
+        alone = [net(z[k : k + 1])[0] for k, net in enumerate(nets)]
+    for k in range(2):
+        torch.testing.assert_close(together[k], alone[k], atol=1e-4, rtol=1e-4)
+
+
+def test_ensemble_fits_members_apart_and_averages_their_best_outputs(camera64, noisy_camera):
+    image = (noisy_camera / 255.0).astype(np.float32)[None]
+    fit = Fit("denoise", image, width=8, iterations=300, device="cpu", ensemble=3, stopping="emv")
+    list(fit)
+    assert fit.net.members == 3 and len(fit.rule.best_iterations) == 3
+    members = fit.rule.best_average[(slice(None), 0, *fit.output_region)]
+    np.testing.assert_allclose(fit.result()[0], members.mean(0).numpy(), atol=1e-6)
+    scores = [psnr(255 * m.numpy(), camera64) for m in members]
+    assert max(scores) - min(scores) > 0.01  # the members differ: own weights and inputs
+    assert psnr(255 * fit.result()[0], camera64) > np.mean(scores) + 0.2  # averaging helps
