@@ -38,7 +38,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +74,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--ensemble",
-        type=_ensemble,
+        type=_int_or_auto("networks"),
         default="auto",
         help="fit N networks at once (one batched call) and average them (default auto: "
         "the device's default for denoising, 1 otherwise)",
@@ -102,7 +102,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
     parser.add_argument(
         "--tile-size",
         default=None,
-        type=_tile_size,
+        type=_int_or_auto("pixels"),
         help="restore each plane in overlapping tiles of this side (pixels), or 'auto' for tiles only "
         "when the image would not fit in memory (default: whole planes)",
     )
@@ -148,22 +148,18 @@ def _noise(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _ensemble(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of networks or 'auto', got {text!r}") from None
+def _int_or_auto(what: str) -> Callable[[str], int | str]:
+    """An argparse type: a whole number of ``what``, or 'auto'."""
 
+    def parse(text: str) -> int | str:
+        if text == "auto":
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {what} or 'auto', got {text!r}") from None
 
-def _tile_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

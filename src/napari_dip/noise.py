@@ -176,8 +176,8 @@ def level_variance(
 
     Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks; blocks of
     all slices are pooled (one camera), binned by level into ``BINS`` equal-count
-    bins, and each bin's variance is the squared MAD-based std of its details, robust
-    to the hot pixels and edges that remain.
+    bins, and each bin's variance is the trimmed second moment of its details
+    (``_robust_std``), robust to the hot pixels and edges that remain.
     """
     height, width = standard.shape[-2:]
     slices = standard.reshape(-1, height, width)
