@@ -17,6 +17,8 @@ from ._convert import Layout, ValueMap, as_image, check_finite, standardize, val
 from ._names import PRECISIONS
 
 if TYPE_CHECKING:
+    import torch
+
     from .fit import Fit
     from .noise import NoiseModel
     from .schedule import Schedule, Step
@@ -312,7 +314,8 @@ def prepare(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     _check_tile_size(tile_size)
-    _check_noise(task, noise, gain, offset)
+    check_noise(task, noise, gain, offset)
+    device = resolve_device(device)
     members = _ensemble(task, ensemble, device)
     spatial_dims = 3 if volumetric else 2
     anisotropy = _anisotropy(spacing, bool(volumetric))
@@ -354,7 +357,7 @@ def prepare(
         "width": width,
         "iterations": iterations,
         "lr": lr,
-        "device": resolve_device(device),
+        "device": device,
         "seed": seed,
         "preview_every": preview_every,
         "stopping": rule,
@@ -378,8 +381,7 @@ def prepare(
     # noise="poisson": the fit sees the variance-stabilised image, whose noise is even.
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
     # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality").
-    stabilize = noise == "poisson" and model is not None and model.stabilizes
-    vmap = value_map(standard, rgb, known, model if stabilize else None)
+    vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -431,33 +433,22 @@ def _check_array_memory(standard: np.ndarray, factor: int, name: str) -> None:
         )
 
 
-def _check_noise(task: str, noise: object, gain: object, offset: object) -> None:
-    from ._names import NOISE_MODELS
+def check_noise(task: str, noise: object, gain: object, offset: object) -> None:
+    """The noise options of ``task``: valid (``noise.check_options``), and denoising's only."""
+    from .noise import check_options
 
-    if noise not in NOISE_MODELS:
-        raise ValueError(f"noise must be one of {', '.join(map(repr, NOISE_MODELS))}, got {noise!r}")
-    for name, value in (("gain", gain), ("offset", offset)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
-        if not np.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-    if gain is not None and gain <= 0:
-        raise ValueError(f"gain must be positive (camera counts per photon), got {gain}")
-    if noise == "gaussian" and (gain is not None or offset is not None):
-        raise ValueError("gain and offset describe photon noise; use noise='poisson' or 'auto' with them")
+    check_options(noise, gain, offset)
     if task != "denoise" and (noise != "auto" or gain is not None or offset is not None):
         raise ValueError("noise, gain and offset apply to denoising only")
 
 
-def _ensemble(task: str, ensemble: object, device: object) -> int:
+def _ensemble(task: str, ensemble: object, device: torch.device) -> int:
     """The number of ensemble members: ``ensemble``, or for "auto" the device's default
     for denoising (``fit.default_ensemble``) and 1 for the other tasks."""
-    from .fit import MAX_ENSEMBLE, default_ensemble, resolve_device
+    from .fit import MAX_ENSEMBLE, default_ensemble
 
     if ensemble == "auto":
-        return default_ensemble(resolve_device(device)) if task == "denoise" else 1
+        return default_ensemble(device) if task == "denoise" else 1
     if isinstance(ensemble, bool) or not isinstance(ensemble, numbers.Integral):
         raise TypeError(f"ensemble must be an integer or 'auto', got {ensemble!r}")
     if not 1 <= ensemble <= MAX_ENSEMBLE:
@@ -578,7 +569,7 @@ def estimate_noise(
     """
     from .noise import estimate_noise as measure
 
-    _check_noise("denoise", noise, gain, offset)
+    check_noise("denoise", noise, gain, offset)
     data, masked = _unmask(image, "image")
     user = as_image(data, "image")
     standard, layout = _standard(user, channel_axis, 2, "image")

@@ -563,10 +563,11 @@ def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         "warm_start": args.warm_start,
         "mask_suffix": args.mask_suffix,
     }
+    from ._api import check_noise
+
+    check_noise(args.task, args.noise, args.gain, args.offset)  # once, before any file is read
     if args.task == "denoise":
         options.update(noise=args.noise, gain=args.gain, offset=args.offset)
-    elif args.noise != "auto" or args.gain is not None or args.offset is not None:
-        raise ValueError("--noise, --gain and --offset apply to --task denoise only")
     if args.task == "super-resolve":
         options["scale"] = args.scale
     if args.task == "inpaint":

@@ -371,7 +371,7 @@ class Fit:
             in_channels = input_channels(network, width)
         net_options = {} if ndim == 2 else {"spatial_dims": 3, "z_size": shape[0], "anisotropy": float(anisotropy)}
         # The fit's own generators, never torch's global one: seeded fits hold in any thread.
-        self.precision = resolve_precision(precision, resolve_device(device), width)
+        self.precision = resolve_precision(precision, self.device, width)
         nets = [
             seeded_network(network, in_channels, channels, width, self.seed + k * MEMBER_SEED_STEP, **net_options)
             for k in range(members)
@@ -507,17 +507,15 @@ class Fit:
         ):
             out = self.net(z)
         self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
-        # Summed over members, so that each member's gradient is that of its own fit.
-        loss = data_loss(self.operator(out), self._measured)
-        if self.members > 1:
-            loss = loss * self.members
+        loss = data_loss(self.operator(out), self._measured)  # the mean over members too
         # Graph replays need the gradient buffers to stay put: zero them, do not free them.
         self._optimizer.zero_grad(set_to_none=not self._graphed)
-        loss.backward()
+        # Summed over members instead, so that each member's gradient is that of its own fit.
+        (loss * self.members if self.members > 1 else loss).backward()
         self._optimizer.step()
         with torch.no_grad():
             self._average.lerp_(out.detach(), average_weight)
-            self._loss.copy_(loss.detach() / self.members)
+            self._loss.copy_(loss.detach())
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
@@ -554,7 +552,10 @@ class Fit:
         while self.iteration < self.iterations and not self.stopped_early:
             with self._on_device():
                 self._advance()
-            statistic = None if rule is None else rule.update(self.iteration + 1, self._output, self._average).mean()
+            statistic = None
+            if rule is not None:  # one value per member; the history keeps their mean (a view for one)
+                statistic = rule.update(self.iteration + 1, self._output, self._average)
+                statistic = statistic[0] if self.members == 1 else statistic.mean()
             history.append(self._loss, statistic)
             self.iteration += 1
             i, now = self.iteration, time.perf_counter()

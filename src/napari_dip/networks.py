@@ -480,4 +480,4 @@ class Ensemble(nn.Module):
 
         params = dict(zip(self._param_names, self.stacked, strict=True))
         buffers = {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self._buffer_names)}
-        return vmap(self._member, in_dims=(0, 0, 0), randomness="same")(params, buffers, z)
+        return vmap(self._member, in_dims=(0, 0, 0))(params, buffers, z)

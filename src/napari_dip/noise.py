@@ -22,6 +22,7 @@ numpy and scipy only.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +72,6 @@ class NoiseModel:
     def sigma(self) -> float:
         """The Gaussian noise std (Gaussian model only)."""
         return math.sqrt(max(self.baseline, 0.0)) if not math.isnan(self.baseline) else math.nan
-
-    @property
-    def stabilizes(self) -> bool:
-        """True when the fit runs on the variance-stabilised image."""
-        return self.kind == "poisson"
 
     def describe(self) -> str:
         """One line for the CLI, the widget and logs."""
@@ -260,6 +256,28 @@ def _fit_line(
     return float(a), float(b)
 
 
+def check_options(noise: object, gain: object, offset: object) -> None:
+    """Refuse, with the fix, a noise model name or camera values that make no sense."""
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise must be one of {', '.join(map(repr, NOISE_MODELS))}, got {noise!r}")
+    for name, value in (("gain", gain), ("offset", offset)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if gain is not None and gain <= 0:
+        raise ValueError(f"gain must be positive (camera counts per photon), got {gain}")
+    if noise == "gaussian" and (gain is not None or offset is not None):
+        raise ValueError("gain and offset describe photon noise; use noise='poisson' or 'auto' with them")
+
+
+def _gaussian(variances: np.ndarray, counts: np.ndarray) -> NoiseModel:
+    """Gaussian noise of the bins' mean variance, weighted by their sizes."""
+    return NoiseModel("gaussian", 0.0, float(np.sum(counts * variances) / np.sum(counts)), estimated=("sigma",))
+
+
 def estimate_noise(
     standard: np.ndarray,
     known: np.ndarray | None = None,
@@ -274,10 +292,7 @@ def estimate_noise(
     ``gain`` (counts per photon) and ``offset`` (counts at zero photons) fix what the
     caller knows, the rest is estimated from the image.
     """
-    if noise not in NOISE_MODELS:
-        raise ValueError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
-    if noise == "gaussian" and (gain is not None or offset is not None):
-        raise ValueError("gain and offset describe photon noise; pass noise='poisson' (or 'auto') with them")
+    check_options(noise, gain, offset)
     try:
         levels, variances, counts, clipped = level_variance(standard, known)
         if levels.size < 3:
@@ -295,16 +310,14 @@ def estimate_noise(
         # photon noise; the widest bin is nearest the truth.
         return NoiseModel("gaussian", 0.0, float(variances.max()), estimated=("sigma",))
     if noise == "gaussian":
-        sigma2 = float(np.sum(counts * variances) / np.sum(counts))
-        return NoiseModel("gaussian", 0.0, sigma2, estimated=("sigma",))
+        return _gaussian(variances, counts)
     a, b = _fit_line(levels, variances, counts, gain)
     estimated = () if gain is not None else ("gain",)
     if noise == "auto" and gain is None:
         lo, hi = float(levels.min()), float(levels.max())
         dark, bright = a * lo + b, a * hi + b
         if a <= 0 or (dark <= 0 and bright <= 0) or bright < POISSON_RATIO * max(dark, 1e-30 * bright):
-            sigma2 = float(np.sum(counts * variances) / np.sum(counts))
-            return NoiseModel("gaussian", 0.0, sigma2, estimated=("sigma",))
+            return _gaussian(variances, counts)
     if a <= 0:
         raise ValueError(
             f"the noise of this image does not grow with the signal (fitted gain {a:.3g}); "
