@@ -65,7 +65,7 @@ def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     np.testing.assert_array_equal(layer.data, original)
     assert "cells denoised (preview)" not in [lay.name for lay in viewer.layers]
     assert widget.run_button.text == "Run"
-    assert widget.status.value.startswith("done: 4 iterations")
+    assert widget.status.value.startswith("done: 4 iterations") and "; noise: " in widget.status.value
 
 
 def test_layer_pickers_follow_the_viewer(dock):

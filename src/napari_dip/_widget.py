@@ -542,6 +542,8 @@ class DeepImagePriorWidget(QWidget):
             self._finish_stack(job, output, seconds)
         else:
             self._finish_one(job, output, seconds)
+        if job.noise is not None:  # what the fit assumed stays in view after the run
+            self.status.value += f"; noise: {job.noise.describe()}"
 
     def _finish_one(self, job: Job, output: Output, seconds: float) -> None:
         """One image (or volume), maybe in tiles: finished, or stopped with its result so far."""
