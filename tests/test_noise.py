@@ -154,3 +154,53 @@ def test_ensemble_fits_members_apart_and_averages_their_best_outputs(camera64, n
     scores = [psnr(255 * m.numpy(), camera64) for m in members]
     assert max(scores) - min(scores) > 0.01  # the members differ: own weights and inputs
     assert psnr(255 * fit.result()[0], camera64) > np.mean(scores) + 0.2  # averaging helps
+
+
+def test_counts_coarser_than_photons_come_back_as_float32():
+    """At 0.5 counts per photon whole counts are 2 photons apart: rounding the restored
+    levels costs PSNR, so denoise returns float32 and says why; at 2 counts per photon
+    (and under dtype="input") the input's uint16 stays."""
+    truth, counts = photon_image(6, 0.5, 100, read=1.0, size=64)
+    options = {"width": 8, "device": "cpu", "iterations": 300, "stopping": None}
+    job = prepare("denoise", counts, **options)
+    assert job.noise.kind == "poisson" and job.noise.gain < 1
+    assert "float32 output" in job.float_reason and "photons" in job.float_reason
+    restored = job.run()
+    assert restored.dtype == np.float32 and counts.dtype == np.uint16
+    rounded = denoise(counts, dtype="input", **options)  # the same fit, rounded to counts
+    assert rounded.dtype == np.uint16
+    np.testing.assert_array_equal(rounded, np.rint(restored))
+    peak = truth.max() - truth.min()
+    assert psnr(restored, truth, peak) > psnr(rounded, truth, peak) + 0.5
+    _, brighter = photon_image(6, 2.0, 100, read=1.0, size=64)
+    kept = prepare("denoise", brighter, **options)
+    assert kept.value_map.dtype == np.uint16 and kept.float_reason is None
+
+
+def test_dtype_is_checked_and_honoured(noisy_camera):
+    options = {"width": 4, "device": "cpu", "iterations": 2}
+    assert denoise(noisy_camera, dtype="float64", **options).dtype == np.float64
+    assert denoise(noisy_camera, dtype=np.float32, **options).dtype == np.float32
+    with pytest.raises(ValueError, match=r"dtype must be None .* float32 or float64, got 'int8'"):
+        denoise(noisy_camera, dtype="int8", **options)
+    mask = np.zeros(noisy_camera.shape, bool)
+    mask[10:20, 10:20] = True
+    filled = prepare("inpaint", noisy_camera, mask=mask, dtype="float32", **options).run()
+    assert filled.dtype == np.float32
+    np.testing.assert_array_equal(filled[~mask], noisy_camera[~mask])  # known pixels exact
+
+
+def test_cli_writes_float32_tiff_for_fine_noise_but_keeps_png_integers(tmp_path, capsys):
+    _, counts = photon_image(6, 0.5, 100, read=1.0, size=64)
+    tifffile.imwrite(tmp_path / "in.tif", counts)
+    common = ["--iterations", "2", "--width", "8", "--device", "cpu", "--quiet"]
+    assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), *common]) == 0
+    assert tifffile.imread(tmp_path / "out.tif").dtype == np.float32
+    assert "float32 output: one count is" in capsys.readouterr().err
+    assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.png"), *common]) == 0
+    assert "float32 output" not in capsys.readouterr().err
+    assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "raw.tif"), "--dtype", "input", *common]) == 0
+    assert tifffile.imread(tmp_path / "raw.tif").dtype == np.uint16
+    assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "x.png"), "--dtype", "float32", *common]) == 1
+    assert ".png cannot store float32 images" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

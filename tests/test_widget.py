@@ -46,6 +46,21 @@ def gradient(shape=(32, 32), dtype=np.uint16):
     return (100 + 10 * x + 5 * y + np.random.default_rng(0).normal(0, 8, shape)).astype(dtype)
 
 
+def test_counts_coarser_than_photons_land_as_float32_and_the_status_says_why(dock, qtbot):
+    viewer, widget = dock
+    rng = np.random.default_rng(0)
+    rate = np.linspace(1, 8, 48)[None, :] * np.ones((48, 1))
+    counts = np.rint(0.5 * rng.poisson(rate) + 100 + rng.normal(0, 0.5, rate.shape)).astype(np.uint16)
+    viewer.add_image(counts, name="dim")
+    widget.reset_choices()
+    run(qtbot, widget)
+    assert viewer.layers["dim denoised"].data.dtype == np.float32
+    assert "float32 output: one count is" in widget.status.value
+    widget.dtype.value = "input"
+    run(qtbot, widget)
+    assert viewer.layers["dim denoised [1]"].data.dtype == np.uint16
+
+
 def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     viewer, widget = dock
     data = gradient()
@@ -61,6 +76,7 @@ def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     # What the fit assumed travels with the result; the input's metadata is left as it was.
     assert out.metadata["napari_dip"]["task"] == "denoise" and out.metadata["napari_dip"]["ensemble"] == 1
     assert out.metadata["napari_dip"]["noise"]["kind"] in ("gaussian", "poisson")
+    assert out.metadata["napari_dip"]["dtype"] == out.data.dtype.name == data.dtype.name
     assert layer.metadata == {"um": 1}
     np.testing.assert_array_equal(layer.data, original)
     assert "cells denoised (preview)" not in [lay.name for lay in viewer.layers]

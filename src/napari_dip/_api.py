@@ -87,6 +87,12 @@ _COMMON_DOC = """
         iteration. "auto" uses the default rule when ``iterations`` is None for
         denoising, and no rule otherwise. A rule name always applies, with
         ``iterations`` as the cap. ``None`` never stops early.
+    dtype : None, "input", float32 or float64
+        The result's dtype. "input": integers keep their type (rounded), float64
+        stays float64, smaller floats come back as float32. None (default): the same,
+        except that denoising returns float32 for integer data whose noise is finer
+        than one count (a camera gain below 1 count per photon, or a sigma below 1
+        count), where rounding to whole counts would undo part of the restoration.
 """
 
 
@@ -225,6 +231,8 @@ class Job:
     missing: np.ndarray | None = None
     #: Denoising: the image's noise model, given or estimated (``napari_dip.noise``).
     noise: NoiseModel | None = None
+    #: Why an integer image comes back as floats under ``dtype=None`` (else None).
+    float_reason: str | None = None
 
     @property
     def fit(self) -> Fit | None:
@@ -285,6 +293,7 @@ def prepare(
     gain: float | None = None,
     offset: float | None = None,
     ensemble: int | str = "auto",
+    dtype: object = None,
 ) -> Job:
     """Validate the inputs of ``task`` and plan its fits; ``image`` is the measured image
     (the no-flash image for flash/no-flash). The napari widget, the CLI and the
@@ -325,6 +334,7 @@ def prepare(
     user = as_image(data, name)
     standard, layout = _standard(user, channel_axis, spatial_dims, name)
     rgb = layout.channel_axis == user.ndim - 1 and layout.channels in (3, 4)
+    requested = _requested_dtype(dtype, user.dtype)
     # A masked array's masked values are not data: missing for inpainting, else left out
     # of the loss and filled in by the network.
     masked = None if masked is None else _masked_pixels(masked, layout.channel_axis, spatial_dims)
@@ -370,7 +380,9 @@ def prepare(
     # Memory first: a fit that cannot run is refused before the data is even converted.
     in_channels = None if flash_standard is None else flash_standard.shape[1]
     tile = _plan_memory(standard.shape[1:], tile_size, factor, in_channels, options)
-    _check_array_memory(standard, factor, name)
+    # Under dtype=None denoising may turn integers into float32: counted at the larger size.
+    may_float = requested is None and task == "denoise" and np.issubdtype(standard.dtype, np.integer)
+    _check_array_memory(standard, factor, name, np.dtype(np.float32) if may_float else requested)
 
     check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
     model = None
@@ -382,6 +394,7 @@ def prepare(
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
     # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality").
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
+    vmap, float_reason = _result_dtype(vmap, requested, model)
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -410,20 +423,65 @@ def prepare(
         **options,
     )
     if missing is None:
-        return Job(schedule, vmap, layout, noise=model)
+        return Job(schedule, vmap, layout, noise=model, float_reason=float_reason)
     return Job(schedule, vmap, layout, user, layout.to_user(missing[:, None]), noise=model)
 
 
-def _check_array_memory(standard: np.ndarray, factor: int, name: str) -> None:
+#: What ``dtype=`` takes besides None: the input's own dtype, or floats.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _requested_dtype(dtype: object, input_dtype: np.dtype) -> np.dtype | None:
+    """``dtype=`` checked: None (chosen per image), or the dtype results come back in."""
+    from ._convert import output_dtype
+
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return None
+    if isinstance(dtype, str) and dtype == "input":
+        return output_dtype(input_dtype)
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        wanted = None
+    if wanted is not None and (wanted in FLOAT_DTYPES or wanted == output_dtype(input_dtype)):
+        return wanted.newbyteorder("=")
+    raise ValueError(
+        f"dtype must be None (chosen per image), 'input' (the image's {np.dtype(input_dtype).name}), "
+        f"float32 or float64, got {dtype!r}"
+    )
+
+
+def _result_dtype(vmap: ValueMap, requested: np.dtype | None, model: NoiseModel | None) -> tuple[ValueMap, str | None]:
+    """``vmap`` returning ``requested``; under None, float32 for integer data whose noise
+    is finer than one count (rounding would throw away part of the restoration), and why."""
+    from dataclasses import replace
+
+    if requested is not None:
+        return replace(vmap, dtype=requested), None
+    if model is None or not np.issubdtype(vmap.dtype, np.integer) or not model.counts_too_coarse():
+        return vmap, None
+    if model.kind == "poisson":
+        why = f"one count is {1 / model.gain:.2g} photons (gain {model.gain:.3g})"
+    else:
+        why = f"the noise (sigma {model.sigma:.2g}) is below one count"
+    reason = (
+        f"float32 output: {why}, so whole counts would round the restored levels away; "
+        f"dtype='input' keeps {vmap.dtype.name}"
+    )
+    return replace(vmap, dtype=np.dtype(np.float32)), reason
+
+
+def _check_array_memory(standard: np.ndarray, factor: int, name: str, dtype: np.dtype | None) -> None:
     """Refuse at once, with advice, data whose conversion and result would not fit in
-    memory: the fit's plan looks at one plane (or tile), this at the whole array."""
+    memory: the fit's plan looks at one plane (or tile), this at the whole array
+    returned as ``dtype`` (None: the input's, ``output_dtype``)."""
     from ._convert import output_dtype
     from .memory import available_bytes, gigabytes, usable_bytes
 
     values = standard.size
     # Per value: a copy for the robust range, the [0, 1] float32 copy; per restored value
     # (factor² more after super-resolution): the float32 result and the returned array.
-    per_out = 4 + output_dtype(standard.dtype).itemsize
+    per_out = 4 + (output_dtype(standard.dtype) if dtype is None else dtype).itemsize
     need = values * (standard.itemsize + 4) + values * factor**2 * per_out
     available = available_bytes("cpu")
     if need > usable_bytes(available):
@@ -600,6 +658,7 @@ def denoise(
     gain: float | None = None,
     offset: float | None = None,
     ensemble: int | str = "auto",
+    dtype: object = None,
 ) -> np.ndarray:
     """Denoise an image with a Deep Image Prior.
 
@@ -634,9 +693,10 @@ def denoise(
     Returns
     -------
     ndarray
-        Same shape as ``image``; integer dtypes are kept, float64 stays float64
-        and smaller floats come back as float32 (as in scikit-image), in the
-        input's value range (uint8: 0-255; others: the data's own min-max).
+        Same shape as ``image``, in the input's value range (uint8: 0-255; others:
+        the data's own min-max). Integer dtypes are kept, except float32 for counts
+        coarser than the noise (see ``dtype``); float64 stays float64 and smaller
+        floats come back as float32 (as in scikit-image).
     """
     return prepare(
         "denoise",
@@ -659,6 +719,7 @@ def denoise(
         gain=gain,
         offset=offset,
         ensemble=ensemble,
+        dtype=dtype,
     ).run(callback)
 
 
@@ -681,6 +742,7 @@ def inpaint(
     callback: Callback | None = None,
     stopping: str | None = "auto",
     precision: str = "auto",
+    dtype: object = None,
 ) -> np.ndarray:
     """Fill the masked pixels of an image with a Deep Image Prior.
 
@@ -701,7 +763,7 @@ def inpaint(
     Returns
     -------
     ndarray
-        Same shape as ``image``, dtype as for ``denoise`` (integers kept, float64
+        Same shape as ``image``, dtype as ``dtype`` says (integers kept, float64
         kept, smaller floats as float32); the known pixels exactly as given.
     """
     return prepare(
@@ -722,6 +784,7 @@ def inpaint(
         callback=callback,
         stopping=stopping,
         precision=precision,
+        dtype=dtype,
     ).run(callback)
 
 
@@ -744,6 +807,7 @@ def super_resolve(
     callback: Callback | None = None,
     stopping: str | None = "auto",
     precision: str = "auto",
+    dtype: object = None,
 ) -> np.ndarray:
     """Upsample an image ``scale`` times per spatial axis with a Deep Image Prior.
 
@@ -765,7 +829,7 @@ def super_resolve(
     Returns
     -------
     ndarray, shape (H·scale, W·scale[, C])
-        dtype as for ``denoise`` (integers kept, float64 kept, smaller floats as float32).
+        dtype as ``dtype`` says (integers kept, float64 kept, smaller floats as float32).
     """
     return prepare(
         "super-resolve",
@@ -785,6 +849,7 @@ def super_resolve(
         callback=callback,
         stopping=stopping,
         precision=precision,
+        dtype=dtype,
     ).run(callback)
 
 
@@ -807,6 +872,7 @@ def flash_no_flash(
     callback: Callback | None = None,
     stopping: str | None = "auto",
     precision: str = "auto",
+    dtype: object = None,
 ) -> np.ndarray:
     """Restore a no-flash photograph guided by a flash photograph of the scene.
 
@@ -824,7 +890,7 @@ def flash_no_flash(
     Returns
     -------
     ndarray
-        Same shape as ``no_flash``, dtype as for ``denoise``.
+        Same shape as ``no_flash``, dtype as ``dtype`` says (that of ``no_flash`` by default).
     """
     return prepare(
         "flash-no-flash",
@@ -844,4 +910,5 @@ def flash_no_flash(
         callback=callback,
         stopping=stopping,
         precision=precision,
+        dtype=dtype,
     ).run(callback)

@@ -80,6 +80,14 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         "the device's default for denoising, 1 otherwise)",
     )
     parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "input", "float32", "float64"),
+        help="the output's dtype: input keeps the input's (integers rounded); auto (default) does too, "
+        "except float32 when denoising integer data whose noise is finer than one count (camera gain "
+        "below 1 count per photon), and the input's for PNG/JPEG outputs",
+    )
+    parser.add_argument(
         "--channel-axis",
         type=int,
         default=None,
@@ -379,6 +387,8 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
     schedule = job.schedule
     if job.noise is not None:
         print(f"noise: {job.noise.describe()}", file=sys.stderr)
+    if job.float_reason is not None:
+        print(job.float_reason, file=sys.stderr)
     progress = _Progress(args.quiet, interrupts)
     interrupts.keep_partial, interrupts.in_fit = args.keep_partial, True
     start = time.perf_counter()
@@ -468,7 +478,7 @@ def _example(args: argparse.Namespace, interrupts: _Interrupts) -> None:
 
     clean, noisy = noisy_pair()
     check_writable(args.output, np.uint8, (1, 1, 3))
-    restored = _run("denoise", args, interrupts, noisy, channel_axis=-1)
+    restored = _run("denoise", args, interrupts, noisy, channel_axis=-1, dtype="input")  # a uint8 PNG
 
     def psnr(a: np.ndarray) -> float:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2)))
@@ -555,6 +565,7 @@ def _batch(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         "seed": args.seed,
         "precision": args.precision,
         "ensemble": args.ensemble,
+        "dtype": args.dtype,
         "stopping": None if args.stopping == "none" else args.stopping,
         "channel_axis": args.channel_axis,
         "volumetric": args.volumetric,
@@ -611,7 +622,7 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         _example(args, interrupts)
         return INTERRUPTED if interrupts.stop_requested else 0
 
-    from ._files import check_format, known_or_missing, open_source, write_result
+    from ._files import check_format, dtype_for, known_or_missing, open_source, write_result
     from ._io import read_image
 
     volumetric = getattr(args, "volumetric", False)
@@ -622,10 +633,11 @@ def _main(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         spacing=args.spacing,
     )
     image, axis = source.data, source.channel_axis
-    options: dict[str, Any] = {"channel_axis": axis, "spacing": source.spacing}
-    # The measured image: the restored one has its dtype and layout.
+    dtype = dtype_for(args.output, args.dtype)
+    options: dict[str, Any] = {"channel_axis": axis, "spacing": source.spacing, "dtype": dtype}
+    # The measured image: the restored one has its dtype (by default) and layout.
     measured = read_image(args.no_flash) if args.command == "flash-no-flash" else image
-    check_format(args.output, measured, axis)
+    check_format(args.output, measured, axis, dtype)
     if args.command == "denoise":
         result = _run(
             "denoise", args, interrupts, image, noise=args.noise, gain=args.gain, offset=args.offset, **options

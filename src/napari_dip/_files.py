@@ -63,12 +63,22 @@ def open_source(
     return Source(file, axis, tuple(spacing) if volumetric and spacing is not None else None)
 
 
-def check_format(output: str | Path, image: np.ndarray, channel_axis: int | None) -> None:
-    """Before the fit: the format of ``output`` can hold the restoration of ``image``."""
+def dtype_for(output: str | Path, dtype: str | None) -> str | None:
+    """``dtype=`` for a result written to ``output``: PNG and JPEG hold integers only, so
+    there the per-image choice (None or "auto") keeps the input's dtype."""
+    if dtype in (None, "auto"):
+        return None if Path(output).suffix.lower() in TIFF else "input"
+    return dtype
+
+
+def check_format(output: str | Path, image: np.ndarray, channel_axis: int | None, dtype: str | None = None) -> None:
+    """Before the fit: the format of ``output`` can hold the restoration of ``image``
+    returned as ``dtype`` (None or "input": the input's, ``output_dtype``)."""
     from ._convert import as_image, output_dtype
 
     shape = image.shape if channel_axis is None else np.moveaxis(image, channel_axis, -1).shape
-    check_writable(output, output_dtype(as_image(image).dtype), shape)
+    wanted = output_dtype(as_image(image).dtype) if dtype in (None, "input") else np.dtype(dtype)
+    check_writable(output, wanted, shape)
 
 
 def known_or_missing(mask: np.ndarray, known: bool) -> np.ndarray:
@@ -121,7 +131,8 @@ def restore_file(
         volumetric=volumetric,
         spacing=spacing,
     )
-    check_format(output, source.data, source.channel_axis)
+    options["dtype"] = dtype_for(output, options.get("dtype"))
+    check_format(output, source.data, source.channel_axis, options["dtype"])
     kwargs: dict[str, Any] = {"channel_axis": source.channel_axis, "volumetric": volumetric}
     kwargs["spacing"] = source.spacing
     if task == "inpaint":

@@ -180,6 +180,13 @@ class DeepImagePriorWidget(QWidget):
             tooltip="fit this many networks at once and average them: less noise, more time on a CPU; "
             "0: the device's default",
         )
+        self.dtype = ComboBox(
+            label="Output dtype",
+            choices=["auto", "input", "float32"],
+            value="auto",
+            tooltip="input: the image's dtype (integers rounded); auto: the same, except float32 when denoising "
+            "counts coarser than the noise (camera gain below 1 count per photon)",
+        )
         self.auto_stop = CheckBox(
             text="Stop automatically", value=True, tooltip="end the fit when its output is at its best"
         )
@@ -220,6 +227,7 @@ class DeepImagePriorWidget(QWidget):
                 self.gain,
                 self.offset,
                 self.ensemble,
+                self.dtype,
                 self.auto_stop,
                 self.rule,
                 self.iterations,
@@ -435,11 +443,16 @@ class DeepImagePriorWidget(QWidget):
             preview_every=self.preview_every.value or None,
             stopping=self.rule.value if self.auto_stop.value else None,
             ensemble=self.ensemble.value or "auto",
+            dtype=None if self.dtype.value == "auto" else self.dtype.value,
             **extra,
         )
         output = output_for(layer, task, selection, self.scale.value if task == "super-resolve" else 1)
         # What the fit assumed travels with the result.
-        report: dict[str, Any] = {"task": task, "ensemble": job.schedule.options.get("ensemble", 1)}
+        report: dict[str, Any] = {
+            "task": task,
+            "ensemble": job.schedule.options.get("ensemble", 1),
+            "dtype": job.value_map.dtype.name,
+        }
         if job.noise is not None:
             report["noise"] = job.noise.as_dict()
         output.kwargs["metadata"] = {**output.kwargs.get("metadata", {}), "napari_dip": report}
@@ -544,6 +557,8 @@ class DeepImagePriorWidget(QWidget):
             self._finish_one(job, output, seconds)
         if job.noise is not None:  # what the fit assumed stays in view after the run
             self.status.value += f"; noise: {job.noise.describe()}"
+        if job.float_reason is not None:
+            self.status.value += f"; {job.float_reason}"
 
     def _finish_one(self, job: Job, output: Output, seconds: float) -> None:
         """One image (or volume), maybe in tiles: finished, or stopped with its result so far."""

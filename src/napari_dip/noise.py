@@ -99,6 +99,14 @@ class NoiseModel:
             "estimated": list(self.estimated),
         }
 
+    def counts_too_coarse(self) -> bool:
+        """True when one count is coarser than the noise's own unit: a gain below one
+        count per photon, or a Gaussian sigma below one count. Rounding a restoration
+        to whole counts would then add an error comparable to what it left."""
+        if self.kind == "poisson":
+            return self.gain < 1.0
+        return not math.isnan(self.baseline) and self.sigma < 1.0
+
     # The transform works in float64: float32 loses the low bits of large counts.
     def stabilize(self, values: np.ndarray) -> np.ndarray:
         """Generalized Anscombe transform: unit noise variance at every level."""
