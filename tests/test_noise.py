@@ -90,7 +90,7 @@ def test_denoise_reports_its_noise_model_and_restores_photon_counts():
     assert job.noise.kind == "poisson" and "Poisson" in job.noise.describe()
     assert job.value_map.noise is job.noise  # the fit runs on the stabilised image
     restored = job.run()
-    assert restored.dtype == np.uint16 and restored.shape == counts.shape
+    assert restored.dtype == np.float32 and restored.shape == counts.shape  # tens of photons: too fine to round
     peak = truth.max() - truth.min()
     assert psnr(restored, truth, peak) > psnr(counts, truth, peak) + 4
     assert counts.dtype == np.uint16  # the input is untouched
@@ -158,21 +158,21 @@ def test_ensemble_fits_members_apart_and_averages_their_best_outputs(camera64, n
 
 def test_counts_coarser_than_photons_come_back_as_float32():
     """At 0.5 counts per photon whole counts are 2 photons apart: rounding the restored
-    levels costs PSNR, so denoise returns float32 and says why; at 2 counts per photon
-    (and under dtype="input") the input's uint16 stays."""
+    levels costs PSNR, so denoise returns float32 and says why; with noise of tens of
+    counts (and under dtype="input") the input's uint16 stays."""
     truth, counts = photon_image(6, 0.5, 100, read=1.0, size=64)
     options = {"width": 8, "device": "cpu", "iterations": 300, "stopping": None}
     job = prepare("denoise", counts, **options)
     assert job.noise.kind == "poisson" and job.noise.gain < 1
-    assert "float32 output" in job.float_reason and "photons" in job.float_reason
+    assert "float32 output: the noise is fine" in job.float_reason
     restored = job.run()
     assert restored.dtype == np.float32 and counts.dtype == np.uint16
     rounded = denoise(counts, dtype="input", **options)  # the same fit, rounded to counts
     assert rounded.dtype == np.uint16
-    np.testing.assert_array_equal(rounded, np.rint(restored))
+    assert np.abs(rounded.astype(float) - np.rint(restored)).max() <= 1  # float32 vs float64 at .5
     peak = truth.max() - truth.min()
     assert psnr(restored, truth, peak) > psnr(rounded, truth, peak) + 0.5
-    _, brighter = photon_image(6, 2.0, 100, read=1.0, size=64)
+    _, brighter = photon_image(60, 4.0, 100, read=2.0, size=64)
     kept = prepare("denoise", brighter, **options)
     assert kept.value_map.dtype == np.uint16 and kept.float_reason is None
 
@@ -196,7 +196,7 @@ def test_cli_writes_float32_tiff_for_fine_noise_but_keeps_png_integers(tmp_path,
     common = ["--iterations", "2", "--width", "8", "--device", "cpu", "--quiet"]
     assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), *common]) == 0
     assert tifffile.imread(tmp_path / "out.tif").dtype == np.float32
-    assert "float32 output: one count is" in capsys.readouterr().err
+    assert "float32 output: the noise is fine" in capsys.readouterr().err
     assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.png"), *common]) == 0
     assert "float32 output" not in capsys.readouterr().err
     assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "raw.tif"), "--dtype", "input", *common]) == 0

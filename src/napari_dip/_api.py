@@ -90,9 +90,10 @@ _COMMON_DOC = """
     dtype : None, "input", float32 or float64
         The result's dtype. "input": integers keep their type (rounded), float64
         stays float64, smaller floats come back as float32. None (default): the same,
-        except that denoising returns float32 for integer data whose noise is finer
-        than one count (a camera gain below 1 count per photon, or a sigma below 1
-        count), where rounding to whole counts would undo part of the restoration.
+        except that denoising returns float32 for integer data whose noise at the
+        median level is under 9 counts std (``noise.ROUNDING_VARIANCE``; photon-limited
+        images of a few tens of photons), where rounding to whole counts would take
+        back part of the restoration; ``Job.float_reason`` then says so.
 """
 
 
@@ -394,7 +395,7 @@ def prepare(
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
     # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality").
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
-    vmap, float_reason = _result_dtype(vmap, requested, model)
+    vmap, float_reason = _result_dtype(vmap, requested, model, standard)
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -451,22 +452,25 @@ def _requested_dtype(dtype: object, input_dtype: np.dtype) -> np.dtype | None:
     )
 
 
-def _result_dtype(vmap: ValueMap, requested: np.dtype | None, model: NoiseModel | None) -> tuple[ValueMap, str | None]:
+def _result_dtype(
+    vmap: ValueMap, requested: np.dtype | None, model: NoiseModel | None, standard: np.ndarray
+) -> tuple[ValueMap, str | None]:
     """``vmap`` returning ``requested``; under None, float32 for integer data whose noise
-    is finer than one count (rounding would throw away part of the restoration), and why."""
+    at the median level is too fine for whole counts (``NoiseModel.rounding_matters``), and why."""
     from dataclasses import replace
 
     if requested is not None:
         return replace(vmap, dtype=requested), None
-    if model is None or not np.issubdtype(vmap.dtype, np.integer) or not model.counts_too_coarse():
+    if model is None or not np.issubdtype(vmap.dtype, np.integer):
         return vmap, None
-    if model.kind == "poisson":
-        why = f"one count is {1 / model.gain:.2g} photons (gain {model.gain:.3g})"
-    else:
-        why = f"the noise (sigma {model.sigma:.2g}) is below one count"
+    step = max(standard.size // 2**20, 1)  # a median of a million values is as good
+    level = float(np.median(standard.reshape(-1)[::step]))
+    if not model.rounding_matters(level):
+        return vmap, None
+    std = math.sqrt(model.variance_at(level))
     reason = (
-        f"float32 output: {why}, so whole counts would round the restored levels away; "
-        f"dtype='input' keeps {vmap.dtype.name}"
+        f"float32 output: the noise is fine (std {std:.2g} counts at the median level), so rounding to "
+        f"whole counts would take back part of the restoration; dtype='input' keeps {vmap.dtype.name}"
     )
     return replace(vmap, dtype=np.dtype(np.float32)), reason
 
@@ -663,7 +667,7 @@ def denoise(
     """Denoise an image with a Deep Image Prior.
 
     Fits ``f(z)`` to the noisy image with E = ||x - x̂||², perturbing z with fresh
-    noise (std 1/30) each step and averaging the outputs (EMA 0.99). Stopping
+    noise (std 1/30) each step and averaging the outputs (normalised EMA 0.995). Stopping
     early is the regulariser: too many iterations fit the noise back.
 
     Parameters
@@ -695,7 +699,7 @@ def denoise(
     ndarray
         Same shape as ``image``, in the input's value range (uint8: 0-255; others:
         the data's own min-max). Integer dtypes are kept, except float32 for counts
-        coarser than the noise (see ``dtype``); float64 stays float64 and smaller
+        too coarse for their noise (see ``dtype``); float64 stays float64 and smaller
         floats come back as float32 (as in scikit-image).
     """
     return prepare(

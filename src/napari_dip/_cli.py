@@ -84,8 +84,8 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         default="auto",
         choices=("auto", "input", "float32", "float64"),
         help="the output's dtype: input keeps the input's (integers rounded); auto (default) does too, "
-        "except float32 when denoising integer data whose noise is finer than one count (camera gain "
-        "below 1 count per photon), and the input's for PNG/JPEG outputs",
+        "except float32 when denoising integer data with noise under 9 counts std (a few tens of photons), "
+        "which rounding would spoil, and the input's for PNG/JPEG outputs",
     )
     parser.add_argument(
         "--channel-axis",

@@ -185,7 +185,7 @@ class DeepImagePriorWidget(QWidget):
             choices=["auto", "input", "float32"],
             value="auto",
             tooltip="input: the image's dtype (integers rounded); auto: the same, except float32 when denoising "
-            "counts coarser than the noise (camera gain below 1 count per photon)",
+            "integer data with noise under 9 counts std (a few tens of photons), which rounding would spoil",
         )
         self.auto_stop = CheckBox(
             text="Stop automatically", value=True, tooltip="end the fit when its output is at its best"
