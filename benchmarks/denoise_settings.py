@@ -1,11 +1,15 @@
 """Fit settings of ``denoise`` tried on quality.py's cases (issue 12): each run is the
 default fit (automatic stopping, width 32) with some Fit options changed, scored against
 the clean image every 25 iterations, so one run gives both the stopped result's PSNR
-and the peak its trajectory reached before it stopped.
+and the peak its trajectory reached before it stopped. Results are scored as float32
+("psnr") and rounded to whole counts ("psnr_int", integer inputs).
 
     python benchmarks/denoise_settings.py --split tune --kind photon \\
         --label lr0.005 --fit '{"lr": 0.005}'
     python benchmarks/denoise_settings.py report
+
+The first rows of the results file come from before the normalised average (column
+"average": first-output, the paper's code) and were scored as uint16 counts ("scored").
 
 --fit goes to napari_dip.fit.Fit (lr, input_noise, ema, ensemble, ...); --api to
 napari_dip.denoise (noise, ensemble, ...). Rows are appended to results/denoise_settings.jsonl.
@@ -42,6 +46,7 @@ def run_case(case: quality.Case, size: int, api: dict[str, Any], fit: dict[str, 
         if step.plane_preview is not None and step.record.iteration % EVERY == 0:
             curve.append(quality.psnr(case, clean, job.plane_to_user(step.plane_preview)))
 
+    # Scored as floats; "psnr_int" rounds the result to whole counts, as dtype="input" would.
     job = prepare(
         "denoise",
         noisy,
@@ -49,7 +54,7 @@ def run_case(case: quality.Case, size: int, api: dict[str, Any], fit: dict[str, 
         device="cpu",
         seed=0,
         preview_every=EVERY,
-        **{"width": quality.WIDTH, **api},
+        **{"width": quality.WIDTH, "dtype": "float32", **api},
     )
     job.schedule.options.update(fit)
     start = time.perf_counter()
@@ -61,9 +66,11 @@ def run_case(case: quality.Case, size: int, api: dict[str, Any], fit: dict[str, 
 
     result = job.run(both)
     seconds = time.perf_counter() - start
+    integer = np.issubdtype(noisy.dtype, np.integer)
     return {
         "case": case.name,
         "psnr": round(quality.psnr(case, clean, result), 3),
+        "psnr_int": round(quality.psnr(case, clean, np.rint(result)), 3) if integer else None,
         "peak": round(max(curve), 3),
         "peak_iteration": EVERY * (int(np.argmax(curve)) + 1),
         "stopped_at": last[0].iteration,
@@ -78,14 +85,18 @@ def report(path: Path) -> None:
         by_label[r["label"]][r["case"]] = r
     cases = sorted({r["case"] for r in rows}, key=lambda c: [x.name for x in quality.all_cases()].index(c))
     base = by_label.get("base", {})
-    print("| label | " + " | ".join(cases) + " | mean Δ vs base (n) | mean s |")
-    print("| --- |" + " --- |" * (len(cases) + 2))
+    print("| label | average | " + " | ".join(cases) + " | mean Δ vs base (n) | same, rounded to counts | mean s |")
+    print("| --- | --- |" + " --- |" * (len(cases) + 3))
     for label, got in by_label.items():
         cells = [f"{got[c]['psnr']:.2f} ({got[c]['peak']:.2f})" if c in got else "" for c in cases]
         deltas = [got[c]["psnr"] - base[c]["psnr"] for c in got if c in base]
+        rounded = [got[c]["psnr_int"] - base[c]["psnr"] for c in got if c in base and got[c].get("psnr_int")]
         secs = np.mean([g["seconds"] for g in got.values()])
         mean = f"{np.mean(deltas):+.2f} ({len(deltas)})" if deltas else ""
-        print(f"| {label} | " + " | ".join(cells) + f" | {mean} | {secs:.0f} |")
+        mean_int = f"{np.mean(rounded):+.2f}" if rounded else ""
+        first = next(iter(got.values()))
+        how = f"{first.get('average', 'normalised')}, {first.get('scored', 'float32')}"
+        print(f"| {label} | {how} | " + " | ".join(cells) + f" | {mean} | {mean_int} | {secs:.0f} |")
 
 
 def main() -> None:

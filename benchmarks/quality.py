@@ -280,6 +280,7 @@ def dip(case: Case, noisy: np.ndarray, clean: np.ndarray, args: argparse.Namespa
     extra = {
         "dip_kwargs": kwargs,
         "dip_input": str(noisy.dtype),
+        "dip_output": str(out.dtype),
         "stopped_at": record.iteration,
         "kept_iteration": record.best_iteration,
     }

@@ -118,8 +118,7 @@ def test_meshgrid_input():
 
 
 def test_task_defaults_follow_the_papers_code():
-    # Denoising averages over 0.995 instead of 0.99: its fits stop after a few hundred steps.
-    assert astuple(task_defaults("denoise")) == (3000, 0.01, pytest.approx(1 / 30), 0.995)
+    assert astuple(task_defaults("denoise")) == (3000, 0.01, pytest.approx(1 / 30), 0.99)
     assert astuple(task_defaults("inpaint")) == (5000, 0.01, 0.03, 0.99)
     assert astuple(task_defaults("super-resolve", 4)) == (2000, 0.01, 0.03, 0.99)
     assert astuple(task_defaults("super-resolve", 8)) == (4000, 0.01, 0.05, 0.99)

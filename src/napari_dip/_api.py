@@ -667,7 +667,7 @@ def denoise(
     """Denoise an image with a Deep Image Prior.
 
     Fits ``f(z)`` to the noisy image with E = ||x - x̂||², perturbing z with fresh
-    noise (std 1/30) each step and averaging the outputs (normalised EMA 0.995). Stopping
+    noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised). Stopping
     early is the regulariser: too many iterations fit the noise back.
 
     Parameters

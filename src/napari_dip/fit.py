@@ -61,9 +61,7 @@ class TaskDefaults:
 def task_defaults(task: Task, factor: int = 4) -> TaskDefaults:
     """The paper's defaults for ``task`` (and super-resolution ``factor``)."""
     if task == "denoise":
-        # The paper's 0.99 was set for runs of thousands of steps; ours stop after a few
-        # hundred, where the longer (normalised) average scored 0.1 dB higher (BENCHMARKS.md).
-        return TaskDefaults(3000, 0.01, 1 / 30, 0.995)
+        return TaskDefaults(3000, 0.01, 1 / 30)
     if task == "inpaint":
         return TaskDefaults(5000, 0.01, 0.03)
     if task == "super-resolve":
@@ -458,7 +456,7 @@ class Fit:
         # ema**t on the device: the average is normalised as Adam's moments are, so that it
         # weighs the outputs so far and nothing else. Started from the first output instead
         # (the paper's code), that untrained output keeps ema**t of the weight (5 % after
-        # 300 iterations), a blur that costs an early-stopped fit 0.3 dB (BENCHMARKS.md).
+        # 300 iterations), a blur that costs an early-stopped fit 0.2 dB (BENCHMARKS.md).
         self._ema_power = torch.ones((), device=dev)
         self._loss = torch.zeros((), device=dev)
         self._history = _History(1 if stopping is None else 2, self.iterations, dev)
