@@ -179,3 +179,19 @@ def test_bfloat16_layers_restore_as_well_as_float32():
     assert resolve_precision("float32", torch.device("cpu")) == "float32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("half", torch.device("cpu"))
+
+
+def test_the_average_weighs_the_outputs_so_far_and_nothing_else():
+    """Normalised as Adam's moments are: sum_k (1-e) e^(t-k) out_k / (1 - e^t), so the
+    untrained first output fades like any other instead of seeding the average."""
+    fit = Fit("denoise", small_image(), width=4, iterations=6, device="cpu", ema=0.9)
+    outputs = []
+    for _ in fit:
+        outputs.append(fit.output.detach().clone())
+    t = len(outputs)
+    weights = [0.1 * 0.9 ** (t - 1 - k) for k in range(t)]
+    expected = sum(w * out for w, out in zip(weights, outputs, strict=True)) / sum(weights)
+    torch.testing.assert_close(fit.average, expected, atol=1e-6, rtol=1e-5)
+    assert sum(weights) == pytest.approx(1 - 0.9**t)
+    with pytest.raises(ValueError, match="ema must be"):
+        Fit("denoise", small_image(), width=4, iterations=1, device="cpu", ema=1.0)

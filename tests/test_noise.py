@@ -204,3 +204,21 @@ def test_cli_writes_float32_tiff_for_fine_noise_but_keeps_png_integers(tmp_path,
     assert main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "x.png"), "--dtype", "float32", *common]) == 1
     assert ".png cannot store float32 images" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_photon_limited_images_get_their_fit_settings(noisy_camera):
+    """Measured photon noise: a longer average and an input noise that grows with the
+    noise level; Gaussian noise keeps the paper's settings."""
+    options = {"width": 8, "device": "cpu", "iterations": 1}
+    _, dim = photon_image(5, 2.0, 100, read=1.5, size=64)
+    _, bright = photon_image(200, 2.0, 100, read=1.5, size=64)
+    dim_options = prepare("denoise", dim, **options).schedule.options
+    bright_options = prepare("denoise", bright, **options).schedule.options
+    assert dim_options["ema"] == bright_options["ema"] == 0.995
+    assert 1 / 30 < dim_options["input_noise"] <= 0.06
+    assert bright_options["input_noise"] < dim_options["input_noise"]
+    gaussian = prepare("denoise", noisy_camera, **options)
+    assert gaussian.noise.kind == "gaussian"
+    assert "ema" not in gaussian.schedule.options and "input_noise" not in gaussian.schedule.options
+    fit = gaussian.schedule._make_fit(gaussian.schedule.units[0])
+    assert (fit.ema, fit.input_noise) == (0.99, pytest.approx(1 / 30))

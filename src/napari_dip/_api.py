@@ -395,7 +395,12 @@ def prepare(
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
     # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality").
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
-    vmap, float_reason = _result_dtype(vmap, requested, model, standard)
+    level = _median_level(standard) if model is not None else math.nan
+    vmap, float_reason = _result_dtype(vmap, requested, model, level)
+    if model is not None and model.kind == "poisson":
+        # The fit sees the stabilised image under noise="poisson": unit noise there.
+        noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
+        options.update(photon_fit_options(noise_std / float(np.mean(vmap.scale))))
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -452,8 +457,31 @@ def _requested_dtype(dtype: object, input_dtype: np.dtype) -> np.dtype | None:
     )
 
 
+def _median_level(standard: np.ndarray) -> float:
+    """The image's median value (of at most a million of them: as good, and fast)."""
+    step = max(standard.size // 2**20, 1)
+    return float(np.median(standard.reshape(-1)[::step]))
+
+
+#: Photon-limited denoising (benchmarks/denoise_settings.py, BENCHMARKS.md "Quality"). The
+#: fits stop after a few hundred steps, where a 0.99 average peaks 50-100 steps before the
+#: stopping rule's best iteration (up to 0.7 dB under its peak); a 0.995 one reaches back
+#: further. Dim images gain from more input noise (std up to 0.06 instead of 1/30), bright
+#: ones lose from it: the std grows with the noise at the median level over the value range.
+PHOTON_EMA = 0.995
+PHOTON_INPUT_NOISE = (1 / 30, 0.06)
+PHOTON_INPUT_NOISE_PER_NOISE = 0.55
+
+
+def photon_fit_options(relative: float) -> dict[str, float]:
+    """Fit settings for a photon-limited image whose noise std at the median level is
+    ``relative`` times its value range (the [0, 1] the network fits)."""
+    low, high = PHOTON_INPUT_NOISE
+    return {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
+
+
 def _result_dtype(
-    vmap: ValueMap, requested: np.dtype | None, model: NoiseModel | None, standard: np.ndarray
+    vmap: ValueMap, requested: np.dtype | None, model: NoiseModel | None, level: float
 ) -> tuple[ValueMap, str | None]:
     """``vmap`` returning ``requested``; under None, float32 for integer data whose noise
     at the median level is too fine for whole counts (``NoiseModel.rounding_matters``), and why."""
@@ -463,8 +491,6 @@ def _result_dtype(
         return replace(vmap, dtype=requested), None
     if model is None or not np.issubdtype(vmap.dtype, np.integer):
         return vmap, None
-    step = max(standard.size // 2**20, 1)  # a median of a million values is as good
-    level = float(np.median(standard.reshape(-1)[::step]))
     if not model.rounding_matters(level):
         return vmap, None
     std = math.sqrt(model.variance_at(level))
@@ -667,7 +693,8 @@ def denoise(
     """Denoise an image with a Deep Image Prior.
 
     Fits ``f(z)`` to the noisy image with E = ||x - x̂||², perturbing z with fresh
-    noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised). Stopping
+    noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised). Photon-limited images get
+    settings measured for them (``photon_fit_options``). Stopping
     early is the regulariser: too many iterations fit the noise back.
 
     Parameters
