@@ -222,3 +222,8 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     assert "ema" not in gaussian.schedule.options and "input_noise" not in gaussian.schedule.options
     fit = gaussian.schedule._make_fit(gaussian.schedule.units[0])
     assert (fit.ema, fit.input_noise) == (0.99, pytest.approx(1 / 30))
+    masked = np.ma.masked_array(dim.astype(float), mask=np.zeros(dim.shape, bool))
+    masked.data[:8], masked.mask[:8] = np.nan, True  # NaN under the mask is not data
+    assert prepare("denoise", masked, **options).schedule.options["input_noise"] == pytest.approx(
+        dim_options["input_noise"], rel=0.2
+    )

@@ -397,7 +397,7 @@ def prepare(
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
-    if model is not None and model.kind == "poisson":
+    if model is not None and model.kind == "poisson" and math.isfinite(level):
         # The fit sees the stabilised image under noise="poisson": unit noise there.
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
         options.update(photon_fit_options(noise_std / float(np.mean(vmap.scale))))
@@ -458,9 +458,10 @@ def _requested_dtype(dtype: object, input_dtype: np.dtype) -> np.dtype | None:
 
 
 def _median_level(standard: np.ndarray) -> float:
-    """The image's median value (of at most a million of them: as good, and fast)."""
+    """The image's median value (of at most a million of them: as good, and fast); NaN
+    under a mask does not count."""
     step = max(standard.size // 2**20, 1)
-    return float(np.median(standard.reshape(-1)[::step]))
+    return float(np.nanmedian(standard.reshape(-1)[::step]))
 
 
 #: Photon-limited denoising (benchmarks/denoise_settings.py, BENCHMARKS.md "Quality"). The
