@@ -299,7 +299,7 @@ def prepare(
     """Validate the inputs of ``task`` and plan its fits; ``image`` is the measured image
     (the no-flash image for flash/no-flash). The napari widget, the CLI and the
     functions below use it."""
-    from .fit import TASKS, resolve_device
+    from .fit import TASKS, photon_options, resolve_device
     from .schedule import Schedule
 
     if task not in TASKS:
@@ -400,7 +400,7 @@ def prepare(
     if model is not None and model.kind == "poisson" and math.isfinite(level):
         # The fit sees the stabilised image under noise="poisson": unit noise there.
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
-        options.update(photon_fit_options(noise_std / float(np.mean(vmap.scale))))
+        options.update(photon_options(noise_std / float(np.mean(vmap.scale))))
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -462,23 +462,6 @@ def _median_level(standard: np.ndarray) -> float:
     under a mask does not count."""
     step = max(standard.size // 2**20, 1)
     return float(np.nanmedian(standard.reshape(-1)[::step]))
-
-
-#: Photon-limited denoising (benchmarks/denoise_settings.py, BENCHMARKS.md "Quality"). The
-#: fits stop after a few hundred steps, where a 0.99 average peaks 50-100 steps before the
-#: stopping rule's best iteration (up to 0.7 dB under its peak); a 0.995 one reaches back
-#: further. Dim images gain from more input noise (std up to 0.06 instead of 1/30), bright
-#: ones lose from it: the std grows with the noise at the median level over the value range.
-PHOTON_EMA = 0.995
-PHOTON_INPUT_NOISE = (1 / 30, 0.06)
-PHOTON_INPUT_NOISE_PER_NOISE = 0.55
-
-
-def photon_fit_options(relative: float) -> dict[str, float]:
-    """Fit settings for a photon-limited image whose noise std at the median level is
-    ``relative`` times its value range (the [0, 1] the network fits)."""
-    low, high = PHOTON_INPUT_NOISE
-    return {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
 
 
 def _result_dtype(
@@ -694,9 +677,9 @@ def denoise(
     """Denoise an image with a Deep Image Prior.
 
     Fits ``f(z)`` to the noisy image with E = ||x - x̂||², perturbing z with fresh
-    noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised). Photon-limited images get
-    settings measured for them (``photon_fit_options``). Stopping
-    early is the regulariser: too many iterations fit the noise back.
+    noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised).
+    Photon-limited images get settings measured for them (``fit.photon_options``).
+    Stopping early is the regulariser: too many iterations fit the noise back.
 
     Parameters
     ----------
