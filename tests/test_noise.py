@@ -227,3 +227,11 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     assert prepare("denoise", masked, **options).schedule.options["input_noise"] == pytest.approx(
         dim_options["input_noise"], rel=0.2
     )
+    # Stopped automatically, the long average is kept where the variance has risen 10 %.
+    auto = {"width": 8, "device": "cpu"}
+    assert "rise" not in dim_options  # a fixed count: no rule
+    photon_job = prepare("denoise", dim, **auto)
+    assert photon_job.schedule._make_fit(photon_job.schedule.units[0]).rule.rise == 0.10
+    gaussian_job = prepare("denoise", noisy_camera, **auto)
+    assert gaussian_job.schedule._make_fit(gaussian_job.schedule.units[0]).rule.rise is None
+    assert "rise" not in prepare("denoise", dim, stopping="validation", **auto).schedule.options

@@ -7,7 +7,7 @@ import torch
 import napari_dip
 from conftest import FAST, psnr
 from napari_dip.fit import Fit
-from napari_dip.stopping import DEFAULT_RULE, RULES, ExponentialVariance, WindowedVariance, make_rule
+from napari_dip.stopping import DEFAULT_RULE, RULES, ExponentialVariance, Rule, WindowedVariance, make_rule
 
 
 def feed(rule, outputs):
@@ -52,6 +52,60 @@ def test_rule_keeps_its_best_and_stops_after_patience():
     feed(rule, outputs)
     assert 10 <= rule.best_iteration <= 14
     assert not rule.done(rule.best_iteration + 19) and rule.done(rule.best_iteration + 20)
+
+
+class Scripted(Rule):
+    """A rule whose statistic is given: ``script[t - 1]`` per member at iteration t."""
+
+    def __init__(self, script, **kwargs):
+        super().__init__(window=2, **kwargs)
+        self.script = torch.as_tensor(script, dtype=torch.float32)
+
+    def statistic(self, iteration, output, average):
+        return self.script[iteration - 1].clone()
+
+
+def run_scripted(rule, iterations):
+    """Feed ``rule`` averages equal to the iteration number; (done at each iteration)."""
+    members = rule.script.shape[1]
+    rule.attach(torch.zeros(members, 1), torch.zeros(1, dtype=torch.long))
+    done = []
+    for i in range(1, iterations + 1):
+        average = torch.full((members, 1), float(i))
+        rule.update(i, average, average)
+        done.append(rule.done(i))
+    return done
+
+
+def test_rise_keeps_the_output_where_the_statistic_rose_over_its_lowest_and_stops():
+    # Warm-up (inf), a fall to 0.5 at iteration 10, then 2 % more each iteration.
+    fall = [np.inf] * 3 + list(np.linspace(1.0, 0.5, 7))
+    script = fall + [0.5 * (1 + 0.02 * k) for k in range(1, 30)]
+    plain = Scripted(np.array(script)[:, None], patience=15)
+    done = run_scripted(plain, len(script))
+    assert plain.best_iterations == [10] and done.index(True) + 1 == 25  # the lowest, patience later
+    risen = Scripted(np.array(script)[:, None], patience=15, rise=0.1)
+    done = run_scripted(risen, len(script))
+    # 0.5 * 1.10 is reached 5 iterations after the lowest: that output is kept, and the fit ends.
+    assert risen.best_iterations == [15] and float(risen.best_average[0, 0]) == 15
+    assert done.index(True) + 1 == 15
+    # Inf while warming up never counts as a rise, and a later lower value cannot replace it.
+    assert not any(done[:14])
+
+
+def test_rise_decides_for_each_member_of_an_ensemble():
+    steady = [np.inf, *np.linspace(1.0, 0.2, 39)]  # keeps falling: done by patience only
+    rising = [np.inf, *np.linspace(1.0, 0.5, 9), *[0.5 * (1 + 0.05 * k) for k in range(1, 31)]]
+    rule = Scripted(np.stack([steady, rising], axis=1), patience=5, rise=0.1)
+    done = run_scripted(rule, 40)
+    assert rule.best_iterations == [40, 12]
+    assert not any(done)  # the falling member is not done, though the other one is
+
+
+def test_rise_must_be_a_positive_fraction():
+    for bad in (0, -0.1, float("inf"), "10%"):
+        with pytest.raises(ValueError, match="rise"):
+            ExponentialVariance(rise=bad)
 
 
 def test_variance_rules_keep_a_small_sample_not_full_images():

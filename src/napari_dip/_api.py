@@ -400,7 +400,7 @@ def prepare(
     if model is not None and model.kind == "poisson" and math.isfinite(level):
         # The fit sees the stabilised image under noise="poisson": unit noise there.
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
-        options.update(photon_options(noise_std / float(np.mean(vmap.scale))))
+        options.update(photon_options(noise_std / float(np.mean(vmap.scale)), rule))
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing

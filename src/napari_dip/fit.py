@@ -25,7 +25,7 @@ import torch
 from ._names import PRECISIONS, TASKS
 from .networks import Ensemble, Prior, full_precision_output, input_channels, seeded_network
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
-from .stopping import Rule, make_rule
+from .stopping import DEFAULT_RULE, Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
 NET_INPUTS = ("noise", "meshgrid")
@@ -79,13 +79,21 @@ def task_defaults(task: Task, factor: int = 4) -> TaskDefaults:
 PHOTON_EMA = 0.995
 PHOTON_INPUT_NOISE = (1 / 30, 0.06)
 PHOTON_INPUT_NOISE_PER_NOISE = 0.55
+#: The 0.995 average lags the raw outputs by ~200 iterations, so it peaks after the rule's
+#: variance minimum (up to 350 iterations after, on textured images): the fit keeps the
+#: output where the variance has risen 10 % over its minimum (benchmarks/stopping_traces.py).
+PHOTON_RISE = 0.10
 
 
-def photon_options(relative: float) -> dict[str, float]:
+def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str, float]:
     """Fit settings for a photon-limited image whose noise std at the median level is
-    ``relative`` times its value range (the [0, 1] the network fits)."""
+    ``relative`` times its value range (the [0, 1] the network fits), stopped by ``rule``
+    (the rise was measured for the variance rules only)."""
     low, high = PHOTON_INPUT_NOISE
-    return {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
+    options = {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
+    if rule in ("wmv", "emv"):
+        options["rise"] = PHOTON_RISE
+    return options
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,6 +325,10 @@ class Fit:
         Stop automatically when this rule (``napari_dip.stopping``) finds the
         output at its best, and return the averaged output of that iteration;
         ``iterations`` is then the cap. ``None`` runs all iterations.
+    rise : float or None
+        For a rule given by name: keep the output where its statistic has risen by
+        this fraction over its lowest, and stop there (``napari_dip.stopping``);
+        None keeps the lowest's. ``photon_options`` sets it with the long average.
     init : Checkpoint, optional
         Warm start: ``checkpoint()`` of a finished fit of the same network and
         canvas (a neighbouring plane or tile), whose weights and Adam moments
@@ -356,6 +368,7 @@ class Fit:
         device: str | torch.device = "auto",
         preview_every: int | None = 100,
         stopping: str | Rule | None = None,
+        rise: float | None = None,
         init: Checkpoint | None = None,
         precision: str = "auto",
         ensemble: int = 1,
@@ -430,7 +443,7 @@ class Fit:
         if self._known is not None:
             measured = measured * self._known
 
-        self.rule = None if stopping is None else make_rule(stopping)
+        self.rule = None if stopping is None else make_rule(stopping, rise=rise)
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":

@@ -12,6 +12,13 @@ output kept at the minimum.
 - ``"validation"``: a random few percent of the pixels are left out of the loss
   (as in Noise2Self); the statistic is the averaged output's error on them.
 
+With ``rise`` the rule keeps, instead of the output at the statistic's minimum, the
+one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
+lowest so far, and the member is done there. The raw outputs have then begun to fit
+noise, while a long moving average of them (0.995: it lags them by ~200 iterations) is
+only then near its best (``fit.photon_options``; BENCHMARKS.md, "Stopping"). Without
+such a rise within ``patience`` iterations of the lowest, the lowest's output is kept.
+
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
 whatever the image size (a window of W full images would not). An ensemble's
@@ -39,11 +46,16 @@ class Rule:
     #: Default patience, tuned on benchmarks/early_stopping.py (BENCHMARKS.md).
     default_patience = 200
 
-    def __init__(self, patience: int | None = None, window: int = 100, samples: int = 4096) -> None:
+    def __init__(
+        self, patience: int | None = None, window: int = 100, samples: int = 4096, rise: float | None = None
+    ) -> None:
         patience = self.default_patience if patience is None else patience
         if patience < 1 or window < 2 or samples < 1:
             raise ValueError("patience >= 1, window >= 2 and samples >= 1 are needed")
+        if rise is not None and not (isinstance(rise, (int, float)) and 0 < rise < math.inf):
+            raise ValueError(f"rise must be a positive fraction (0.1: 10 % over the lowest) or None, got {rise!r}")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
+        self.rise = None if rise is None else float(rise)
         self._best: torch.Tensor | None = None
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
@@ -56,6 +68,7 @@ class Rule:
         self._best = torch.full((members,), math.inf, device=dev)
         self._inf = torch.full((members,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
         self._best_iteration = torch.zeros(members, dtype=torch.long, device=dev)
+        self._risen = torch.zeros(members, dtype=torch.bool, device=dev)  # done by ``rise``
         self._member_shape = (members,) + (1,) * (average.ndim - 1)
         self.best_average = average.clone()
 
@@ -67,10 +80,15 @@ class Rule:
         """Feed one iteration; device work only. Returns the statistic, ``(M,)``."""
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
-            improved = stat < self._best
+            # A member that has risen is done: nothing replaces the output it kept.
+            keep = (stat < self._best) & ~self._risen
+            if self.rise is not None:
+                risen = ~self._risen & torch.isfinite(self._best) & (stat >= (1 + self.rise) * self._best)
+                self._risen |= risen
+                keep |= risen
             torch.minimum(self._best, stat, out=self._best)
-            self._best_iteration.copy_(torch.where(improved, iteration, self._best_iteration))
-            self.best_average.copy_(torch.where(improved.view(self._member_shape), average, self.best_average))
+            self._best_iteration.copy_(torch.where(keep, iteration, self._best_iteration))
+            self.best_average.copy_(torch.where(keep.view(self._member_shape), average, self.best_average))
         return stat
 
     @property
@@ -84,8 +102,10 @@ class Rule:
         return int(self._best_iteration.max())
 
     def done(self, iteration: int) -> bool:
-        """True once no member's statistic has improved for ``patience`` iterations (a sync)."""
-        return iteration - max(self.best_iteration, self.window) >= self.patience
+        """True once every member has risen (``rise``) or gone ``patience`` iterations
+        without a lower statistic (one sync)."""
+        waited = iteration - torch.clamp(self._best_iteration, min=self.window) >= self.patience
+        return bool((waited | self._risen).all())
 
 
 class WindowedVariance(Rule):
@@ -149,8 +169,8 @@ class HeldOutPixels(Rule):
 _RULES = {"wmv": WindowedVariance, "emv": ExponentialVariance, "validation": HeldOutPixels}
 
 
-def make_rule(name: str | Rule, **kwargs: int) -> Rule:
-    """A rule by name (``RULES``), or ``name`` itself if it is a ``Rule``."""
+def make_rule(name: str | Rule, **kwargs: float | None) -> Rule:
+    """A rule by name (``RULES``) built with ``kwargs``, or ``name`` itself if it is a ``Rule``."""
     if isinstance(name, Rule):
         return name
     if name not in _RULES:

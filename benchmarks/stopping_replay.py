@@ -1,0 +1,147 @@
+"""Replay stopping rules on the traces of stopping_traces.py: where each rule would
+keep the averaged output, and how far that lands under the trace's peak (the oracle).
+
+Each rule is a function of one trace returning (kept iteration, stop iteration); the
+PSNR kept is the trace's at the nearest recorded iteration. Tables per split and kind:
+mean and worst gap to the peak, and mean stop iteration (the cost).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+CHECK = 25  # the fit asks the rule every 25 iterations (fit.STOP_CHECK_EVERY)
+
+Trace = dict
+RuleFn = Callable[[Trace], tuple[int, int]]
+
+
+def _series(trace: Trace, key: str) -> np.ndarray:
+    return np.array([np.inf if v is None else v for v in trace[key]], np.float64)
+
+
+def variance_minimum(key: str, patience: int, tolerance: float = 0.0, warmup: int = 100) -> RuleFn:
+    """The engine's rule: the lowest statistic so far; with ``tolerance`` a later value
+    within (1 + tolerance) of the lowest also counts as the best (and resets patience)."""
+
+    def rule(trace: Trace) -> tuple[int, int]:
+        stat = _series(trace, key)
+        best, kept = np.inf, 0
+        for i, s in enumerate(stat, start=1):
+            if s <= best * (1 + tolerance):
+                kept = i
+            best = min(best, s)
+            if i % CHECK == 0 and i - max(kept, warmup) >= patience:
+                return kept, i
+        return kept, len(stat)
+
+    return rule
+
+
+def rise(ratio: float, patience: int = 200, warmup: int = 100) -> RuleFn:
+    """Keep the averaged output of the first iteration whose statistic has risen to
+    (1 + ``ratio``) times its lowest so far, and stop there: the raw outputs have begun to
+    fit noise, and the average, which lags them, is near its best. Without such a rise
+    within ``patience`` iterations of the lowest, keep the lowest's (the engine's rule)."""
+
+    def rule(trace: Trace) -> tuple[int, int]:
+        stat = _series(trace, "emv")
+        best, best_at = np.inf, 0
+        for i, s in enumerate(stat, start=1):
+            if s < best:
+                best, best_at = s, i
+            elif np.isfinite(best) and s >= (1 + ratio) * best:
+                return i, i
+            if i % CHECK == 0 and i - max(best_at, warmup) >= patience:
+                return best_at, i
+        return best_at, len(stat)
+
+    return rule
+
+
+def discrepancy(factor: float, fallback: RuleFn | None = None) -> RuleFn:
+    """The first recorded iteration where the averaged output's residual against the noisy
+    image falls to ``factor`` times the noise model's expected residual; with ``fallback``,
+    the later of the two rules' choices."""
+
+    def rule(trace: Trace) -> tuple[int, int]:
+        every = trace["every"]
+        residual = np.array(trace["residual"])
+        below = np.nonzero(residual <= factor * trace["expected_residual"])[0]
+        kept = every * (int(below[0]) + 1) if len(below) else every * len(residual)
+        stop = kept
+        if fallback is not None:
+            other, other_stop = fallback(trace)
+            kept, stop = max(kept, other), max(stop, other_stop)
+        return kept, stop
+
+    return rule
+
+
+def score(trace: Trace, rule: RuleFn) -> tuple[float, int, int]:
+    """(gap to the peak in dB, kept iteration, stop iteration)."""
+    kept, stop = rule(trace)
+    psnr = np.array(trace["psnr"])
+    at = min(max(round(kept / trace["every"]) - 1, 0), len(psnr) - 1)
+    return float(psnr.max() - psnr[at]), kept, stop
+
+
+def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
+    """``photon`` where the fit measured Poisson–Gaussian noise (the photon settings), else ``gaussian``."""
+
+    def rule(trace: Trace) -> tuple[int, int]:
+        return (photon if trace["noise"]["kind"] == "poisson" else gaussian)(trace)
+
+    return rule
+
+
+RULES: dict[str, RuleFn] = {
+    "default: emv p200, rise 10% with the photon settings": by_noise(rise(0.10), variance_minimum("emv", 200)),
+    "emv p200, rise 5% with the photon settings": by_noise(rise(0.05), variance_minimum("emv", 200)),
+    "rise 5%": rise(0.05),
+    "rise 10%": rise(0.10),
+    "rise 15%": rise(0.15),
+    "rise 20%": rise(0.20),
+    "rise 10% p300": rise(0.10, 300),
+    "emv p200 (the default before)": variance_minimum("emv", 200),
+    "emv p300": variance_minimum("emv", 300),
+    "emv p200 tol 2%": variance_minimum("emv", 200, 0.02),
+    "emv p200 tol 5%": variance_minimum("emv", 200, 0.05),
+    "emv p200 tol 10%": variance_minimum("emv", 200, 0.10),
+    "wmv100 p300": variance_minimum("wmv100", 300),
+    "wmv200 p300": variance_minimum("wmv200", 300, warmup=200),
+    "discrepancy 1.00": discrepancy(1.00),
+    "discrepancy 1.02": discrepancy(1.02),
+    "discrepancy 1.05": discrepancy(1.05),
+    "max(emv, discrepancy 1.02)": discrepancy(1.02, variance_minimum("emv", 200)),
+    "max(emv, discrepancy 1.05)": discrepancy(1.05, variance_minimum("emv", 200)),
+}
+
+
+def report(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
+    traces = [json.loads(line) for line in path.read_text().splitlines()]
+    groups = sorted({(t["split"], t["kind"]) for t in traces})
+    print("| rule | " + " | ".join(f"{s} {k} (n)" for s, k in groups) + " |")
+    print("| --- |" + " --- |" * len(groups))
+    for name, rule in rules.items():
+        cells = []
+        for split, kind in groups:
+            rows = [score(t, rule) for t in traces if t["split"] == split and t["kind"] == kind]
+            gaps = [g for g, _, _ in rows]
+            stops = [s for _, _, s in rows]
+            cells.append(f"{np.mean(gaps):.2f} / {max(gaps):.2f} @ {np.mean(stops):.0f} ({len(rows)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def cases(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
+    """Per-case gaps and kept iterations, with the peak's iteration."""
+    for line in path.read_text().splitlines():
+        t = json.loads(line)
+        psnr = np.array(t["psnr"])
+        peak_at = t["every"] * (int(psnr.argmax()) + 1)
+        parts = [f"{name.split()[0]}:{score(t, r)[0]:.2f}@{score(t, r)[1]}" for name, r in rules.items()]
+        print(f"{t['case']:<14} peak {psnr.max():.2f}@{peak_at:<5}", " ".join(parts))
