@@ -55,7 +55,9 @@ class Prior(nn.Module):
 def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Conv2d | nn.Conv3d:
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
     padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
-    return conv(c_in, c_out, size, stride, padding=padding, padding_mode="reflect")
+    # Reflection padding of nothing (1x1 kernels) would still copy the input, forward and back.
+    mode = "reflect" if any(p > 0 for p in ((padding,) if isinstance(padding, int) else padding)) else "zeros"
+    return conv(c_in, c_out, size, stride, padding=padding, padding_mode=mode)
 
 
 def _conv_bn_act(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Sequential:
