@@ -91,10 +91,10 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
 
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance; rise 10 % with the photon settings": by_noise(
+    "default: emv, rise 10 % with the photon settings": by_noise(rise(0.10), variance_minimum()),
+    "emv, 1 % tolerance; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10), variance_minimum(tolerance=0.01)
     ),
-    "emv, rise 10 % with the photon settings": by_noise(rise(0.10), variance_minimum()),
     "emv, rise 5 % with the photon settings": by_noise(rise(0.05), variance_minimum()),
     "emv (the default before)": variance_minimum(),
     "emv p300": variance_minimum(patience=300),

@@ -102,29 +102,10 @@ def test_rise_decides_for_each_member_of_an_ensemble():
     assert not any(done)  # the falling member is not done, though the other one is
 
 
-def test_tolerance_keeps_later_outputs_on_a_flat_bottom():
-    # A fall to 0.5 at iteration 10, 15 iterations within 0.5 % of it, then a steady rise.
-    script = [np.inf] * 3 + list(np.linspace(1.0, 0.5, 7)) + [0.5 * 1.005] * 15
-    script += [0.5 * (1 + 0.02 * k) for k in range(1, 40)]
-    strict = Scripted(np.array(script)[:, None], patience=10)
-    run_scripted(strict, len(script))
-    assert strict.best_iterations == [10]
-    flat = Scripted(np.array(script)[:, None], patience=10, tolerance=0.01)
-    done = run_scripted(flat, len(script))
-    assert flat.best_iterations == [25] and float(flat.best_average[0, 0]) == 25
-    assert done.index(True) + 1 == 35  # patience counts from the last output kept
-    assert ExponentialVariance().tolerance == 0.01 and WindowedVariance().tolerance == 0
-
-
-def test_rise_and_tolerance_must_be_fractions():
+def test_rise_must_be_a_positive_fraction():
     for bad in (0, -0.1, float("inf"), "10%"):
         with pytest.raises(ValueError, match="rise"):
             ExponentialVariance(rise=bad)
-    for bad in (-0.01, 1, "1%"):
-        with pytest.raises(ValueError, match="tolerance"):
-            ExponentialVariance(tolerance=bad)
-    with pytest.raises(ValueError, match="exceed"):
-        ExponentialVariance(rise=0.01, tolerance=0.02)
 
 
 def test_variance_rules_keep_a_small_sample_not_full_images():

@@ -12,10 +12,6 @@ output kept at the minimum.
 - ``"validation"``: a random few percent of the pixels are left out of the loss
   (as in Noise2Self); the statistic is the averaged output's error on them.
 
-With ``tolerance`` a statistic within that fraction of the lowest so far also counts
-as a best: on a long flat bottom (textured images, low noise) the fit goes on keeping
-later outputs, which there are still improving (ES-EMV: 1 %).
-
 With ``rise`` the rule keeps, instead of the output at the statistic's minimum, the
 one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
 lowest so far, and the member is done there. The raw outputs have then begun to fit
@@ -49,30 +45,17 @@ class Rule:
     held_out = 0.0
     #: Default patience, tuned on benchmarks/early_stopping.py (BENCHMARKS.md).
     default_patience = 200
-    #: Default tolerance (benchmarks/stopping_traces.py, BENCHMARKS.md).
-    default_tolerance = 0.0
 
     def __init__(
-        self,
-        patience: int | None = None,
-        window: int = 100,
-        samples: int = 4096,
-        rise: float | None = None,
-        tolerance: float | None = None,
+        self, patience: int | None = None, window: int = 100, samples: int = 4096, rise: float | None = None
     ) -> None:
         patience = self.default_patience if patience is None else patience
-        tolerance = self.default_tolerance if tolerance is None else tolerance
         if patience < 1 or window < 2 or samples < 1:
             raise ValueError("patience >= 1, window >= 2 and samples >= 1 are needed")
         if rise is not None and not (isinstance(rise, (int, float)) and 0 < rise < math.inf):
             raise ValueError(f"rise must be a positive fraction (0.1: 10 % over the lowest) or None, got {rise!r}")
-        if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
-            raise ValueError(f"tolerance must be a fraction from 0 to below 1 (0.01: 1 %), got {tolerance!r}")
-        if rise is not None and rise <= tolerance:
-            raise ValueError(f"rise ({rise}) must exceed tolerance ({tolerance})")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
         self.rise = None if rise is None else float(rise)
-        self.tolerance = float(tolerance)
         self._best: torch.Tensor | None = None
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
@@ -98,8 +81,7 @@ class Rule:
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
             # A member that has risen is done: nothing replaces the output it kept.
-            near = stat < self._best if self.tolerance == 0 else stat <= (1 + self.tolerance) * self._best
-            keep = near & torch.isfinite(stat) & ~self._risen  # inf: still warming up
+            keep = (stat < self._best) & ~self._risen
             if self.rise is not None:
                 risen = ~self._risen & torch.isfinite(self._best) & (stat >= (1 + self.rise) * self._best)
                 self._risen |= risen
@@ -149,7 +131,6 @@ class ExponentialVariance(Rule):
     weight ``2 / (window + 1)``, averaged over them, without storing a window."""
 
     name = "emv"
-    default_tolerance = 0.01
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
