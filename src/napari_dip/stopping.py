@@ -16,8 +16,9 @@ With ``rise`` the rule keeps, instead of the output at the statistic's minimum, 
 one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
 lowest so far, and the member is done there. The raw outputs have then begun to fit
 noise, while a long moving average of them (0.995: it lags them by ~200 iterations) is
-only then near its best (``fit.photon_options``; BENCHMARKS.md, "Stopping"). Without
-such a rise within ``patience`` iterations of the lowest, the lowest's output is kept.
+only then near its best (``fit.photon_options``; BENCHMARKS.md, "Automatic early
+stopping"). Without such a rise within ``patience`` iterations of the lowest, the
+lowest's output is kept.
 
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
