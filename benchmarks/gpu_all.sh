@@ -2,7 +2,8 @@
 # Every GPU measurement in one run, for a lent H100/H200 with about 10 minutes to spare:
 #   bash benchmarks/gpu_all.sh            (writes under $OUT, or benchmarks/results/gpu)
 # Each step has its own time limit, so one that hangs cannot eat the others' time; the
-# results are JSON lines that BENCHMARKS.md's GPU tables are read from.
+# results are JSON lines that BENCHMARKS.md's GPU tables are read from. The paper's
+# experiments at full size are a separate script (benchmarks/gpu_paper.sh, two more calls).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
