@@ -477,11 +477,17 @@ class Fit:
         self.operator = operator.to(dev)
         # One view per member (no copy): each member's loss is its own fit's.
         self._measured = measured.to(dev).expand(members, *measured.shape[1:])
-        # z stays contiguous: normal_() into a channels-last tensor is ~10x slower on CPU.
+        # z and its noise stay contiguous: normal_() into a channels-last tensor is ~10x
+        # slower on CPU. The network's input, their sum, takes the network's layout, or its
+        # first convolutions would convert it every step (4 % of a width-32 step at 96²).
         self._z = z.to(dev).contiguous()
         self._noise_gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
         self._noise = torch.empty_like(self._z) if self.input_noise > 0 else None
-        self._z_noisy = torch.empty_like(self._z) if self.input_noise > 0 else self._z
+        self._z_noisy = (
+            torch.empty_like(self._z, memory_format=fmt)
+            if self.input_noise > 0
+            else self._z.contiguous(memory_format=fmt)
+        )
         self._average = torch.zeros((members, channels, *self.canvas), device=dev)
         # ema**t on the device: the average is normalised as Adam's moments are, so that it
         # weighs the outputs so far and nothing else. Started from the first output instead
@@ -537,10 +543,10 @@ class Fit:
 
     def _step(self) -> None:
         """One Adam step; device work only, so that a CUDA graph can capture it."""
-        z = self._z
+        z = self._z_noisy
         if self._noise is not None:
             self._noise.normal_(generator=self._noise_gen)
-            z = torch.add(self._z, self._noise, alpha=self.input_noise, out=self._z_noisy)
+            torch.add(self._z, self._noise, alpha=self.input_noise, out=z)
         # No autocast cache: a CUDA graph must not capture cached casts of the weights.
         with torch.autocast(
             self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast), cache_enabled=False

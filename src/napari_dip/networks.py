@@ -60,10 +60,27 @@ def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) 
     return conv(c_in, c_out, size, stride, padding=padding, padding_mode=mode)
 
 
+class _BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that normalises a channels-last CPU input whose channel count is not a
+    multiple of 8 in the plain layout: torch's channels-last kernels are 2-6x slower
+    there (4 skip channels at 96²: 0.82 against 0.13 ms forward and back; the 36 merged
+    ones: 1.8 against 0.7), which the two copies do not come near. Same numbers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.num_features % 8 and x.device.type == "cpu" and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last):
+                return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def _batch_norm(channels: int, dims: int) -> nn.Module:
+    return _BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
+
+
 def _conv_bn_act(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Sequential:
     return nn.Sequential(
         _conv(c_in, c_out, size, stride, dims),
-        (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(c_out),
+        _batch_norm(c_out, dims),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
@@ -102,7 +119,7 @@ class _Hourglass(nn.Module):
             else nn.Upsample(scale_factor=(float(z_stride), 2.0, 2.0), mode="trilinear")
         )
         merged = skip + (inner.out_channels if inner is not None else down)
-        self.merge_bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(merged)
+        self.merge_bn = _batch_norm(merged, dims)
         self.up = nn.Sequential(_conv_bn_act(merged, up, k3, dims=dims), _conv_bn_act(up, up, 1, dims=dims))
         self.out_channels = up
 
