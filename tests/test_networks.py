@@ -120,3 +120,25 @@ def test_3d_needs_z_size_and_valid_geometry():
         build_network("skip", 32, 1, 8, spatial_dims=3, z_size=8, anisotropy=0)
     with pytest.raises(ValueError, match="z_size"):
         z_strides(0, 5)
+
+
+def test_batch_norm_of_odd_channel_counts_gives_the_same_numbers_in_either_layout():
+    """36 channels (4 skip + 32) run in the plain layout on CPU, for speed: same values,
+    gradients and running statistics as torch's own BatchNorm2d, output channels-last."""
+    import torch
+    from torch import nn
+
+    from napari_dip.networks import _BatchNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 36, 20, 20).contiguous(memory_format=torch.channels_last)
+    ours, plain = _BatchNorm2d(36), nn.BatchNorm2d(36)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(a), plain(b)
+    assert ya.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ya, yb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(ours.running_var, plain.running_var)
