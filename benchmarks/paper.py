@@ -105,6 +105,18 @@ def _with_mask(ctx: Context, name: str, multiple: int) -> tuple[np.ndarray, np.n
     return ctx.crop(_load(f"inpainting/{name}.png"), multiple, centre), ctx.crop(missing, multiple, centre)
 
 
+def _blanked(clean: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """``clean`` with its missing pixels set to 0 (what the fit is given)."""
+    return np.where(missing[..., None] if clean.ndim == 3 else missing, 0, clean).astype(np.float32)
+
+
+def _inpaint(ctx: Context, damaged: np.ndarray, missing: np.ndarray, iterations: int, **kwargs: Any) -> Run:
+    """The paper's inpainting run: a fixed count (no stopping rule), width 128 unless given."""
+    kwargs.setdefault("width", 128)
+    kwargs["width"] = ctx.width(kwargs["width"])
+    return Run("inpaint", damaged, ctx, mask=missing, iterations=ctx.iterations(iterations), stopping=None, **kwargs)
+
+
 def psnr(clean: np.ndarray, restored: np.ndarray, where: np.ndarray | None = None) -> float:
     """PSNR for values in [0, 1], over ``where`` (a pixel mask) when given."""
     err = (np.clip(restored, 0, 1).astype(np.float64) - clean) ** 2
@@ -268,18 +280,8 @@ def drop50(ctx: Context) -> Iterator[None]:
         clean = ctx.crop(_load(path), 32)
         rng = np.random.default_rng(0)
         missing = rng.random(clean.shape[:2]) < 0.5
-        damaged = np.where(missing[..., None] if clean.ndim == 3 else missing, 0, clean).astype(np.float32)
-        s = SETTINGS["drop50"]
-        run = Run(
-            "inpaint",
-            damaged,
-            ctx,
-            mask=missing,
-            iterations=ctx.iterations(s["iterations"]),
-            stopping=None,
-            width=ctx.width(128),
-            lr=s["lr"],
-        )
+        damaged = _blanked(clean, missing)
+        run = _inpaint(ctx, damaged, missing, SETTINGS["drop50"]["iterations"], lr=SETTINGS["drop50"]["lr"])
         _row(
             ctx,
             "drop50",
@@ -302,23 +304,13 @@ def drop50(ctx: Context) -> Iterator[None]:
 def library(ctx: Context) -> Iterator[None]:
     """The library image's large hole filled by each architecture, at lr 0.01 and 1e-4."""
     clean, missing = _with_mask(ctx, "library", 64)
-    damaged = np.where(missing[..., None], 0, clean).astype(np.float32)
+    damaged = _blanked(clean, missing)
     panels = [("input", damaged)]
     s = SETTINGS["library"]
     for network, width in s["widths"].items():
         for lr in (0.01, 1e-4):
-            run = Run(
-                "inpaint",
-                damaged,
-                ctx,
-                mask=missing,
-                iterations=ctx.iterations(s["iterations"]),
-                stopping=None,
-                network=network,
-                width=ctx.width(width),
-                lr=lr,
-                fit={"input_noise": s["input_noise"]},
-            )
+            no_noise = {"input_noise": s["input_noise"]}
+            run = _inpaint(ctx, damaged, missing, s["iterations"], network=network, width=width, lr=lr, fit=no_noise)
             db = psnr(clean, run.result, missing)
             _row(
                 ctx,
@@ -339,18 +331,8 @@ def library(ctx: Context) -> Iterator[None]:
 def kate_text(ctx: Context) -> Iterator[None]:
     """kate under a text overlay (the paper's text inpainting)."""
     clean, missing = _with_mask(ctx, "kate", 32)
-    damaged = np.where(missing[..., None] if clean.ndim == 3 else missing, 0, clean).astype(np.float32)
-    s = SETTINGS["kate_text"]
-    run = Run(
-        "inpaint",
-        damaged,
-        ctx,
-        mask=missing,
-        iterations=ctx.iterations(s["iterations"]),
-        stopping=None,
-        width=ctx.width(128),
-        lr=s["lr"],
-    )
+    damaged = _blanked(clean, missing)
+    run = _inpaint(ctx, damaged, missing, SETTINGS["kate_text"]["iterations"], lr=SETTINGS["kate_text"]["lr"])
     db = psnr(clean, run.result)
     _row(
         ctx,
