@@ -37,8 +37,6 @@ EVERY = 25
 
 
 def run_case(case: quality.Case, size: int, api: dict[str, Any], fit: dict[str, Any]) -> dict[str, Any]:
-    from napari_dip._api import prepare
-
     clean, noisy = quality.make(case, size)
     curve: list[float] = []
 
@@ -47,15 +45,7 @@ def run_case(case: quality.Case, size: int, api: dict[str, Any], fit: dict[str, 
             curve.append(quality.psnr(case, clean, job.plane_to_user(step.plane_preview)))
 
     # Scored as floats; "psnr_int" rounds the result to whole counts, as dtype="input" would.
-    job = prepare(
-        "denoise",
-        noisy,
-        channel_axis=-1 if noisy.ndim == 3 else None,
-        device="cpu",
-        seed=0,
-        preview_every=EVERY,
-        **{"width": quality.WIDTH, "dtype": "float32", **api},
-    )
+    job = quality.prepare_denoise(noisy, preview_every=EVERY, **{"dtype": "float32", **api})
     job.schedule.options.update(fit)
     start = time.perf_counter()
     last: list[Any] = [None]

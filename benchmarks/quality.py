@@ -295,11 +295,18 @@ def dip(case: Case, noisy: np.ndarray, clean: np.ndarray, args: argparse.Namespa
     return out, extra
 
 
+def prepare_denoise(noisy: np.ndarray, device: str = "cpu", seed: int = 0, **kwargs: Any) -> Any:
+    """``napari_dip._api.prepare`` of the default denoising fit at ``WIDTH`` for a case's
+    noisy image (colour last); ``kwargs`` override or add settings."""
+    from napari_dip._api import prepare
+
+    channel_axis = -1 if noisy.ndim == 3 else None
+    return prepare("denoise", noisy, channel_axis=channel_axis, device=device, seed=seed, **{"width": WIDTH, **kwargs})
+
+
 def dip_oracle(case: Case, noisy: np.ndarray, clean: np.ndarray, args: argparse.Namespace) -> tuple[np.ndarray, dict]:
     """The same fit with no stopping rule, scored against the clean image every 25 iterations
     through the callback (as benchmarks/early_stopping.py scores every iteration); the best."""
-    from napari_dip._api import prepare
-
     kwargs = {k: v for k, v in dip_kwargs(case, args).items() if k not in ("iterations", "stopping")}
     noisy = noisy.astype(np.float32) if args.dip_input == "float32" else noisy
     curve: list[float] = []
@@ -313,16 +320,14 @@ def dip_oracle(case: Case, noisy: np.ndarray, clean: np.ndarray, args: argparse.
         if curve[-1] > best["psnr"]:
             best.update(psnr=curve[-1], iteration=step.record.iteration, image=restored)
 
-    job = prepare(
-        "denoise",
+    job = prepare_denoise(
         noisy,
-        channel_axis=-1 if noisy.ndim == 3 else None,
-        device=args.device,
-        seed=args.seed,
+        args.device,
+        args.seed,
         iterations=args.oracle_iterations,
         stopping=None,
         preview_every=ORACLE_EVERY,
-        **{"width": WIDTH, **kwargs},
+        **kwargs,
     )
     job.run(score)
     extra = {

@@ -47,20 +47,10 @@ def _windowed(values: np.ndarray, window: int) -> np.ndarray:
 def run_case(case: quality.Case, size: int, iterations: int) -> dict[str, Any]:
     import torch
 
-    from napari_dip._api import prepare
     from napari_dip.stopping import ExponentialVariance
 
     clean, noisy = quality.make(case, size)
-    job = prepare(
-        "denoise",
-        noisy,
-        channel_axis=-1 if noisy.ndim == 3 else None,
-        device="cpu",
-        seed=0,
-        preview_every=None,
-        width=quality.WIDTH,
-        dtype="float32",
-    )
+    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
     rule = ExponentialVariance(patience=10**9)  # the default rule, watching only
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
