@@ -67,9 +67,9 @@ class _BatchNorm2d(nn.BatchNorm2d):
     ones: 1.8 against 0.7), which the two copies do not come near. Same numbers."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.num_features % 8 and x.device.type == "cpu" and not x.is_contiguous():
-            if x.is_contiguous(memory_format=torch.channels_last):
-                return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if self.num_features % 8 and x.device.type == "cpu" and channels_last:
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 
 
