@@ -102,6 +102,80 @@ def test_rise_decides_for_each_member_of_an_ensemble():
     assert not any(done)  # the falling member is not done, though the other one is
 
 
+def test_tolerance_keeps_a_later_output_on_a_flat_statistic():
+    # A fall to 1.0 at iteration 5, a flat stretch within 1 % of it to iteration 12, then a rise.
+    script = [np.inf, 2.0, 1.5, 1.2, 1.0, 1.005, 1.008, 1.002, 1.009, 1.007, 1.004, 1.006, *np.linspace(1.02, 2, 20)]
+    strict = Scripted(np.array(script)[:, None], patience=10)
+    done = run_scripted(strict, len(script))
+    assert strict.best_iterations == [5] and done.index(True) + 1 == 15
+    tolerant = Scripted(np.array(script)[:, None], patience=10, tolerance=0.01)
+    done = run_scripted(tolerant, len(script))
+    # The last value within 1 % of the lowest is kept, and the patience counts from there.
+    assert tolerant.best_iterations == [12] and float(tolerant.best_average[0, 0]) == 12
+    assert done.index(True) + 1 == 22
+    # The lowest stays the reference: values drifting up 0.5 % a step stop counting at 1 %.
+    drift = Scripted(np.array([np.inf, 1.0, 1.005, 1.00999, 1.015, 1.02])[:, None], patience=10, tolerance=0.01)
+    run_scripted(drift, 6)
+    assert drift.best_iterations == [4]
+
+
+def watched(script, noisy, variance, **kwargs):
+    """A scripted rule that also watches the averaged output's residual against ``noisy``."""
+    rule = Scripted(np.array(script)[:, None], patience=100, **kwargs)
+    rule.attach(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+    rule.watch_residual(torch.tensor([float(noisy)]), torch.ones(1, dtype=torch.bool), variance)
+    return rule
+
+
+def feed_scripted(rule, iterations):
+    done = []
+    for i in range(1, iterations + 1):
+        average = torch.full((1, 1), float(i))
+        rule.update(i, average, average)
+        done.append(rule.done(i))
+    return done
+
+
+def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
+    # The statistic keeps falling (texture: the network memorises the noisy image), while
+    # the average (value i at iteration i) nears the noisy value 20; noise variance 4,
+    # floor 0.25: a squared residual of 1 or less first at iteration 19.
+    falling = [np.inf, *np.linspace(1.0, 0.1, 39)]
+    rule = watched(falling, 20, 4.0, floor=0.25)
+    done = feed_scripted(rule, 40)
+    assert done.index(True) + 1 == 19 and rule.best_iterations == [18]  # its best before the floor
+    unfloored = watched(falling, 20, 4.0, floor=0)
+    assert not any(feed_scripted(unfloored, 40)) and unfloored.best_iterations == [40]
+    # Still warming up (inf) when the floor is reached: that output is kept.
+    late = watched([np.inf] * 30 + [1.0] * 10, 20, 4.0, floor=0.25)
+    assert feed_scripted(late, 40).index(True) + 1 == 19 and late.best_iterations == [19]
+    # Unknown noise (NaN) or no pixel to compare: no floor.
+    assert not any(feed_scripted(watched(falling, 20, float("nan"), floor=0.25), 40))
+
+
+def test_fit_ends_at_the_residual_floor_given_the_noise_variance():
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    common = {"width": 4, "iterations": 400, "device": "cpu", "preview_every": None}
+    # A variance as large as the image's own: its average is that close from the start.
+    fit = Fit("denoise", image, stopping="emv", noise_variance=1.0, **common)
+    list(fit)
+    assert fit.stopped_early and fit.iteration == 25 and fit.best_iteration == 1
+    fit = Fit("denoise", image, stopping="emv", noise_variance=1e-6, **common)
+    list(fit)
+    assert fit.iteration > 100  # out of reach: the variance rule decides
+
+
+def test_emv_takes_its_tolerance_and_floor_by_default_and_checks_them():
+    assert ExponentialVariance().tolerance == 0.01 and WindowedVariance().tolerance == 0.0
+    assert ExponentialVariance(tolerance=0).tolerance == 0.0
+    assert ExponentialVariance().floor == 0.35 and WindowedVariance().floor is None
+    for bad in (-0.01, float("inf"), "1%"):
+        with pytest.raises(ValueError, match="tolerance"):
+            ExponentialVariance(tolerance=bad)
+        with pytest.raises(ValueError, match="floor"):
+            ExponentialVariance(floor=bad)
+
+
 def test_rise_must_be_a_positive_fraction():
     for bad in (0, -0.1, float("inf"), "10%"):
         with pytest.raises(ValueError, match="rise"):

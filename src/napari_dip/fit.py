@@ -86,9 +86,10 @@ PHOTON_RISE = 0.10
 
 
 def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str, float]:
-    """Fit settings for a photon-limited image whose noise std at the median level is
-    ``relative`` times its value range (the [0, 1] the network fits), stopped by ``rule``
-    (the rise was measured for the variance rules only)."""
+    """Fit settings for a photon-limited image (measured so, or a camera's 16-bit counts)
+    whose noise std at the median level is ``relative`` times its value range (the [0, 1]
+    the network fits), stopped by ``rule`` (the rise was measured for the variance rules
+    only)."""
     low, high = PHOTON_INPUT_NOISE
     options = {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
     if rule in ("wmv", "emv"):
@@ -329,6 +330,10 @@ class Fit:
         For a rule given by name: keep the output where its statistic has risen by
         this fraction over its lowest, and stop there (``napari_dip.stopping``);
         None keeps the lowest's. ``photon_options`` sets it with the long average.
+    noise_variance : float or None
+        Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
+        A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
+        averaged output is that close to the noisy image (``napari_dip.stopping``).
     init : Checkpoint, optional
         Warm start: ``checkpoint()`` of a finished fit of the same network and
         canvas (a neighbouring plane or tile), whose weights and Adam moments
@@ -369,6 +374,7 @@ class Fit:
         preview_every: int | None = 100,
         stopping: str | Rule | None = None,
         rise: float | None = None,
+        noise_variance: float | None = None,
         init: Checkpoint | None = None,
         precision: str = "auto",
         ensemble: int = 1,
@@ -499,7 +505,7 @@ class Fit:
         self._output = self._average
         self.stopped_early = False
         if self.rule is not None:
-            self._attach_rule(region, held_out, cpu_gen)
+            self._attach_rule(region, held_out, cpu_gen, noise_variance if task == "denoise" else None)
         self._graphed = cuda_graph and dev.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
         self._graph: torch.cuda.CUDAGraph | None = None
         self._optimizer = torch.optim.Adam(
@@ -529,14 +535,26 @@ class Fit:
         device, and a worker thread starts on device 0 whatever the fit's is."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    def _attach_rule(self, region: Region, held_out: torch.Tensor | None, generator: torch.Generator) -> None:
-        """Give the rule its sample: random output values for the variance rules,
-        the held-out pixels (and their measured values) for validation."""
+    def _attach_rule(
+        self,
+        region: Region,
+        held_out: torch.Tensor | None,
+        generator: torch.Generator,
+        noise_variance: float | None,
+    ) -> None:
+        """Give the rule its sample: random output values for the variance rules (and,
+        with the noise variance, the noisy values there), the held-out pixels (and their
+        measured values) for validation."""
         dev, channels = self.device, self._image.shape[0]
         if held_out is None:
             flat = _canvas_indices(self.canvas, self.output_region, channels)
-            flat = flat[torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]]
-            self.rule.attach(self._average, flat.to(dev))
+            # The region's pixels in this order are the image's, flat (C, *shape).
+            pick = torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]
+            self.rule.attach(self._average, flat[pick].to(dev))
+            if noise_variance is not None:
+                known = torch.ones(self._image.shape, dtype=torch.bool) if self._known is None else self._known
+                weight = known.expand(self._image.shape).reshape(-1)[pick]
+                self.rule.watch_residual(self._image.reshape(-1)[pick], weight, float(noise_variance))
         else:
             self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))
             self.rule.measured = self._image[:, held_out].reshape(-1).to(dev)
