@@ -234,4 +234,23 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     assert photon_job.schedule._make_fit(photon_job.schedule.units[0]).rule.rise == 0.10
     gaussian_job = prepare("denoise", noisy_camera, **auto)
     assert gaussian_job.schedule._make_fit(gaussian_job.schedule.units[0]).rule.rise is None
+    # The rule's residual floor gets the noise variance in the fitted units: (25 / 255)² here.
+    assert gaussian_job.schedule.options["noise_variance"] == pytest.approx((25 / 255) ** 2, rel=0.25)
+    scale = float(np.mean(photon_job.value_map.scale))
+    expected = photon_job.noise.variance_at(float(np.mean(np.maximum(dim, photon_job.noise.offset)))) / scale**2
+    assert photon_job.schedule.options["noise_variance"] == pytest.approx(expected, rel=0.01)
+    assert "noise_variance" not in dim_options  # no rule, no floor
     assert "rise" not in prepare("denoise", dim, stopping="validation", **auto).schedule.options
+
+
+def test_camera_counts_get_the_photon_settings_whatever_the_noise_estimate(noisy_camera):
+    """16-bit counts whose noise reads as Gaussian (a dim, low-contrast camera image) take
+    the photon settings; the same values as floats or 8 bits keep the paper's."""
+    options = {"width": 8, "device": "cpu"}
+    counts = (100 + noisy_camera.astype(np.uint16) // 4).astype(np.uint16)  # offset, little range
+    job = prepare("denoise", counts, **options)
+    assert job.noise.kind == "gaussian"
+    assert job.schedule.options["ema"] == 0.995 and job.schedule.options["rise"] == 0.10
+    assert 1 / 30 <= job.schedule.options["input_noise"] <= 0.06
+    for other in (counts.astype(np.float32), noisy_camera):
+        assert not {"ema", "input_noise", "rise"} & set(prepare("denoise", other, **options).schedule.options)

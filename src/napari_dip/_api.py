@@ -397,10 +397,13 @@ def prepare(
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
-    if model is not None and model.kind == "poisson" and math.isfinite(level):
+    if model is not None and (model.kind == "poisson" or _camera_counts(standard.dtype)) and math.isfinite(level):
         # The fit sees the stabilised image under noise="poisson": unit noise there.
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
-        options.update(photon_options(noise_std / float(np.mean(vmap.scale)), rule))
+        if math.isfinite(noise_std):
+            options.update(photon_options(noise_std / float(np.mean(vmap.scale)), rule))
+    if model is not None and rule is not None:
+        options["noise_variance"] = _noise_variance(standard, model, vmap)
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -455,6 +458,31 @@ def _requested_dtype(dtype: object, input_dtype: np.dtype) -> np.dtype | None:
         f"dtype must be None (chosen per image), 'input' (the image's {np.dtype(input_dtype).name}), "
         f"float32 or float64, got {dtype!r}"
     )
+
+
+def _camera_counts(dtype: np.dtype) -> bool:
+    """Integers wider than a byte: a scientific camera's counts (uint16 from an sCMOS or
+    EMCCD). They take the photon settings even where the noise estimate calls the noise
+    Gaussian: on dim, low-contrast images (a few photons, little range in the signal) the
+    variance hardly grows over the data, and there the photon settings kept 0.6-2.9 dB
+    more (BENCHMARKS.md, "One set of settings for camera counts"); 8-bit photographs and
+    float images keep the paper's."""
+    return bool(np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize >= 2)
+
+
+def _noise_variance(standard: np.ndarray, model: NoiseModel, vmap: ValueMap) -> float:
+    """The noise model's variance averaged over the image, in the fitted [0, 1] units
+    (NaN when unknown): a stopping rule's residual floor is a fraction of it."""
+    scale2 = float(np.mean(vmap.scale)) ** 2
+    if vmap.noise is not None:  # the fit sees the variance-stabilised image: unit noise
+        return 1.0 / scale2
+    if model.kind != "poisson":
+        return model.variance_at(math.nan) / scale2
+    step = max(standard.size // 2**20, 1)  # a million values tell the mean as well as all
+    values = standard.reshape(-1)[::step].astype(np.float64)
+    # The variance is linear in the level: its mean is the variance at the mean level.
+    level = float(np.nanmean(np.maximum(values, model.offset or 0.0)))
+    return max(model.variance_at(level), 0.0) / scale2
 
 
 def _median_level(standard: np.ndarray) -> float:
@@ -678,7 +706,8 @@ def denoise(
 
     Fits ``f(z)`` to the noisy image with E = ||x - x̂||², perturbing z with fresh
     noise (std 1/30) each step and averaging the outputs (EMA 0.99, normalised).
-    Photon-limited images get settings measured for them (``fit.photon_options``).
+    Photon-limited images and 16-bit camera counts get settings measured for them
+    (``fit.photon_options``).
     Stopping early is the regulariser: too many iterations fit the noise back.
 
     Parameters
