@@ -25,18 +25,28 @@ def _series(trace: Trace, key: str) -> np.ndarray:
 
 
 def variance_minimum(
-    key: str = "emv", patience: int = 200, tolerance: float = 0.0, rise: float | None = None, warmup: int = 100
+    key: str = "emv",
+    patience: int = 200,
+    tolerance: float = 0.0,
+    rise: float | None = None,
+    warmup: int = 100,
+    floor: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
     (and resets the patience); with ``rise``, the first value at (1 + rise) times the
-    lowest is kept and ends the fit. Without either: the fit ends ``patience`` iterations
-    after the best."""
+    lowest is kept and ends the fit; with ``floor``, the fit ends (keeping its best so far,
+    or this output if none) where the averaged output's residual has fallen to ``floor``
+    times the noise model's variance (recorded every ``every`` iterations). Without
+    these: the fit ends ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
+        ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
         best, kept = np.inf, 0
         for i, s in enumerate(stat, start=1):
+            if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
+                return (kept or i), i
             if np.isfinite(s) and (s < best or s <= best * (1 + tolerance)):
                 kept = i
             elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best:
@@ -82,21 +92,27 @@ def score(trace: Trace, rule: RuleFn) -> tuple[float, int, int]:
 
 
 def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
-    """``photon`` where the fit measured Poisson–Gaussian noise (the photon settings), else ``gaussian``."""
+    """``photon`` where the fit ran with the photon settings, else ``gaussian``. Traces
+    without a "settings" entry predate camera counts taking them: they had them where the
+    noise was measured as Poisson–Gaussian."""
 
     def rule(trace: Trace) -> tuple[int, int]:
-        return (photon if trace["noise"]["kind"] == "poisson" else gaussian)(trace)
+        settings = trace.get("settings", "photon" if trace["noise"]["kind"] == "poisson" else "gaussian")
+        return (photon if settings == "photon" else gaussian)(trace)
 
     return rule
 
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, rise 10 % with the photon settings": by_noise(rise(0.10), variance_minimum()),
+    "default: emv, 1 % tolerance, floor 0.35; rise 10 % with the photon settings": by_noise(
+        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35), variance_minimum(tolerance=0.01, floor=0.35)
+    ),
     "emv, 1 % tolerance; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10), variance_minimum(tolerance=0.01)
     ),
+    "emv, rise 10 % with the photon settings (the default before)": by_noise(rise(0.10), variance_minimum()),
     "emv, rise 5 % with the photon settings": by_noise(rise(0.05), variance_minimum()),
-    "emv (the default before)": variance_minimum(),
+    "emv": variance_minimum(),
     "emv p300": variance_minimum(patience=300),
     "emv, 1 % tolerance": variance_minimum(tolerance=0.01),
     "emv, 2 % tolerance": variance_minimum(tolerance=0.02),

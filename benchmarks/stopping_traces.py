@@ -44,18 +44,28 @@ def _windowed(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def run_case(case: quality.Case, size: int, iterations: int, watch: str = "emv") -> dict[str, Any]:
+def run_case(
+    case: quality.Case, size: int, iterations: int, watch: str = "emv", settings: str = "default"
+) -> dict[str, Any]:
     import torch
 
+    from napari_dip.fit import photon_options
     from napari_dip.stopping import make_rule
 
     clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
     # The rule only watches. "validation" leaves its pixels out of the loss: another fit.
-    rule = make_rule(watch, patience=10**9)
+    rule = make_rule(watch, patience=10**9, floor=0)  # the floor is replayed from the residual
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
+    applied = "photon" if "ema" in job.schedule.options else "gaussian"  # the API's choice
     user_noisy = np.asarray(noisy, np.float64)
+    # As the fit sees it: the noise std at the median level over the value range.
+    relative = float(np.sqrt(model.variance_at(float(np.median(user_noisy))))) / float(np.mean(job.value_map.scale))
+    if settings == "photon":  # the photon settings whatever the noise (the rise is replayed offline)
+        job.schedule.options.update(photon_options(relative, None))
+    elif settings == "average":  # only their long average
+        job.schedule.options["ema"] = photon_options(relative, None)["ema"]
     level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
     expected = model.variance_at(float(level.mean()))  # the variance is linear in the level
     rng = np.random.default_rng(0)
@@ -84,6 +94,8 @@ def run_case(case: quality.Case, size: int, iterations: int, watch: str = "emv")
         "kind": case.kind,
         "size": size,
         "noise": model.as_dict(),
+        "relative_noise": round(relative, 5),
+        "settings": applied if settings == "default" else settings,
         "expected_residual": expected,
         "every": EVERY,
         "seconds": round(seconds, 1),
@@ -105,6 +117,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=1600)
     parser.add_argument("--watch", choices=("emv", "validation"), default="emv", help="the rule to record")
+    parser.add_argument(
+        "--settings",
+        choices=("default", "photon", "average"),
+        default="default",
+        help="photon: the photon settings on every case; average: only their 0.995 average",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "report":
@@ -117,7 +135,7 @@ def main() -> None:
             continue
         if args.cases and case.name not in args.cases:
             continue
-        row = run_case(case, args.size, args.iterations, args.watch)
+        row = run_case(case, args.size, args.iterations, args.watch, args.settings)
         print(case.name, row["seconds"], "s; peak", max(row["psnr"]), flush=True)
         append(args.out, [row])
 
