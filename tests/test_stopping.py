@@ -65,10 +65,14 @@ class Scripted(Rule):
         return self.script[iteration - 1].clone()
 
 
-def run_scripted(rule, iterations):
-    """Feed ``rule`` averages equal to the iteration number; (done at each iteration)."""
+def run_scripted(rule, iterations, residual=None):
+    """Feed ``rule`` averages equal to the iteration number; (done at each iteration).
+    ``residual``: (noisy value, noise variance) for the rule's residual floor."""
     members = rule.script.shape[1]
     rule.attach(torch.zeros(members, 1), torch.zeros(1, dtype=torch.long))
+    if residual is not None:
+        noisy, variance = residual
+        rule.watch_residual(torch.tensor([float(noisy)]), torch.ones(1, dtype=torch.bool), variance)
     done = []
     for i in range(1, iterations + 1):
         average = torch.full((members, 1), float(i))
@@ -119,21 +123,8 @@ def test_tolerance_keeps_a_later_output_on_a_flat_statistic():
     assert drift.best_iterations == [4]
 
 
-def watched(script, noisy, variance, **kwargs):
-    """A scripted rule that also watches the averaged output's residual against ``noisy``."""
-    rule = Scripted(np.array(script)[:, None], patience=100, **kwargs)
-    rule.attach(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
-    rule.watch_residual(torch.tensor([float(noisy)]), torch.ones(1, dtype=torch.bool), variance)
-    return rule
-
-
-def feed_scripted(rule, iterations):
-    done = []
-    for i in range(1, iterations + 1):
-        average = torch.full((1, 1), float(i))
-        rule.update(i, average, average)
-        done.append(rule.done(i))
-    return done
+def watched(script, **kwargs):
+    return Scripted(np.array(script)[:, None], patience=100, **kwargs)
 
 
 def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
@@ -141,16 +132,16 @@ def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
     # the average (value i at iteration i) nears the noisy value 20; noise variance 4,
     # floor 0.25: a squared residual of 1 or less first at iteration 19.
     falling = [np.inf, *np.linspace(1.0, 0.1, 39)]
-    rule = watched(falling, 20, 4.0, floor=0.25)
-    done = feed_scripted(rule, 40)
+    rule = watched(falling, floor=0.25)
+    done = run_scripted(rule, 40, residual=(20, 4.0))
     assert done.index(True) + 1 == 19 and rule.best_iterations == [18]  # its best before the floor
-    unfloored = watched(falling, 20, 4.0, floor=0)
-    assert not any(feed_scripted(unfloored, 40)) and unfloored.best_iterations == [40]
+    unfloored = watched(falling, floor=0)
+    assert not any(run_scripted(unfloored, 40, residual=(20, 4.0))) and unfloored.best_iterations == [40]
     # Still warming up (inf) when the floor is reached: that output is kept.
-    late = watched([np.inf] * 30 + [1.0] * 10, 20, 4.0, floor=0.25)
-    assert feed_scripted(late, 40).index(True) + 1 == 19 and late.best_iterations == [19]
-    # Unknown noise (NaN) or no pixel to compare: no floor.
-    assert not any(feed_scripted(watched(falling, 20, float("nan"), floor=0.25), 40))
+    late = watched([np.inf] * 30 + [1.0] * 10, floor=0.25)
+    assert run_scripted(late, 40, residual=(20, 4.0)).index(True) + 1 == 19 and late.best_iterations == [19]
+    # Unknown noise (NaN): no floor.
+    assert not any(run_scripted(watched(falling, floor=0.25), 40, residual=(20, float("nan"))))
 
 
 def test_fit_ends_at_the_residual_floor_given_the_noise_variance():

@@ -552,8 +552,10 @@ class Fit:
             pick = torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]
             self.rule.attach(self._average, flat[pick].to(dev))
             if noise_variance is not None:
-                known = torch.ones(self._image.shape, dtype=torch.bool) if self._known is None else self._known
-                weight = known.expand(self._image.shape).reshape(-1)[pick]
+                if self._known is None:
+                    weight = torch.ones(pick.numel(), dtype=torch.bool)
+                else:
+                    weight = self._known.expand(self._image.shape).reshape(-1)[pick]
                 self.rule.watch_residual(self._image.reshape(-1)[pick], weight, float(noise_variance))
         else:
             self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))

@@ -82,10 +82,10 @@ class Rule:
             raise ValueError(f"rise must be a positive fraction (0.1: 10 % over the lowest) or None, got {rise!r}")
         if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < math.inf):
             raise ValueError(f"tolerance must be a fraction >= 0 (0.01: within 1 % of the lowest), got {tolerance!r}")
-        self.patience, self.window, self.samples = int(patience), int(window), int(samples)
-        self.rise = None if rise is None else float(rise)
         if floor is not None and not (isinstance(floor, (int, float)) and 0 <= floor < math.inf):
             raise ValueError(f"floor must be a fraction >= 0 of the noise variance (0: none) or None, got {floor!r}")
+        self.patience, self.window, self.samples = int(patience), int(window), int(samples)
+        self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
         self.floor = None if floor is None else float(floor)
         self._best: torch.Tensor | None = None
