@@ -240,6 +240,14 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     expected = photon_job.noise.variance_at(float(np.mean(np.maximum(dim, photon_job.noise.offset)))) / scale**2
     assert photon_job.schedule.options["noise_variance"] == pytest.approx(expected, rel=0.01)
     assert "noise_variance" not in dim_options  # no rule, no floor
+    # Hot pixels are left out of the fit, and out of the mean level the variance is taken at.
+    hot = dim.copy()
+    hot.reshape(-1)[:: hot.size // 8] = 65535
+    hot_job = prepare("denoise", hot, **auto)
+    assert hot_job.schedule.known is not None and not hot_job.schedule.known.all()
+    assert hot_job.schedule.options["noise_variance"] == pytest.approx(
+        photon_job.schedule.options["noise_variance"], rel=0.05
+    )
     assert "rise" not in prepare("denoise", dim, stopping="validation", **auto).schedule.options
 
 

@@ -402,8 +402,6 @@ def prepare(
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
         if math.isfinite(noise_std):
             options.update(photon_options(noise_std / float(np.mean(vmap.scale)), rule))
-    if model is not None and rule is not None:
-        options["noise_variance"] = _noise_variance(standard, model, vmap)
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -417,6 +415,8 @@ def prepare(
     np.clip(unit, 0.0, 1.0, out=unit)
     if known is not None:
         np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter
+    if model is not None and rule is not None:
+        options["noise_variance"] = _noise_variance(standard, known, model, vmap)
     guide = None
     if flash_standard is not None:
         check_finite(flash_standard, "flash")
@@ -470,26 +470,36 @@ def _camera_counts(dtype: np.dtype) -> bool:
     return bool(np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize >= 2)
 
 
-def _noise_variance(standard: np.ndarray, model: NoiseModel, vmap: ValueMap) -> float:
-    """The noise model's variance averaged over the image, in the fitted [0, 1] units
-    (NaN when unknown): a stopping rule's residual floor is a fraction of it."""
+def _noise_variance(standard: np.ndarray, known: np.ndarray | None, model: NoiseModel, vmap: ValueMap) -> float:
+    """The noise model's variance averaged over the pixels the fit uses (``known``, (P,
+    *S): hot pixels and masked ones left out), in the fitted [0, 1] units (NaN when
+    unknown): a stopping rule's residual floor is a fraction of it."""
     scale2 = float(np.mean(vmap.scale)) ** 2
     if vmap.noise is not None:  # the fit sees the variance-stabilised image: unit noise
         return 1.0 / scale2
     if model.kind != "poisson":
-        return model.variance_at(math.nan) / scale2
-    step = max(standard.size // 2**20, 1)  # a million values tell the mean as well as all
-    values = standard.reshape(-1)[::step].astype(np.float64)
+        return model.baseline / scale2  # Gaussian: sigma², the same everywhere
     # The variance is linear in the level: its mean is the variance at the mean level.
-    level = float(np.nanmean(np.maximum(values, model.offset or 0.0)))
+    level = float(np.nanmean(np.maximum(_sample(standard, known).astype(np.float64), model.offset or 0.0)))
     return max(model.variance_at(level), 0.0) / scale2
 
 
-def _median_level(standard: np.ndarray) -> float:
-    """The image's median value (of at most a million of them: as good, and fast); NaN
-    under a mask does not count."""
+def _sample(standard: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """At most about a million of the (P, C, *S) image's values, evenly strided: they
+    tell its median or mean as well as all of them, fast; with ``known`` (P, *S), only
+    those of known pixels."""
     step = max(standard.size // 2**20, 1)
-    return float(np.nanmedian(standard.reshape(-1)[::step]))
+    values = standard.reshape(-1)[::step]
+    if known is None:
+        return values
+    flat = np.arange(0, standard.size, step)
+    spatial = math.prod(standard.shape[2:])
+    return values[known.reshape(-1)[flat // (standard.shape[1] * spatial) * spatial + flat % spatial]]
+
+
+def _median_level(standard: np.ndarray) -> float:
+    """The image's median value (of ``_sample``); NaN under a mask does not count."""
+    return float(np.nanmedian(_sample(standard)))
 
 
 def _result_dtype(
