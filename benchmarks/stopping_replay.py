@@ -31,22 +31,31 @@ def variance_minimum(
     rise: float | None = None,
     warmup: int = 100,
     floor: float | None = None,
+    growth: float | None = None,
+    growth_key: str = "wmv100",
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
     (and resets the patience); with ``rise``, the first value at (1 + rise) times the
     lowest is kept and ends the fit; with ``floor``, the fit ends (keeping its best so far,
     or this output if none) where the averaged output's residual has fallen to ``floor``
-    times the noise model's variance (recorded every ``every`` iterations). Without
-    these: the fit ends ``patience`` iterations after the best."""
+    times the noise model's variance (recorded every ``every`` iterations); with
+    ``growth``, where the raw outputs' windowed variance (``growth_key``) has grown to
+    ``growth`` times its lowest, keeping this output with ``rise``, else as the floor
+    does. Without these: the fit ends ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
         ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
-        best, kept = np.inf, 0
+        windowed = _series(trace, growth_key) if growth is not None else None
+        best, kept, lowest = np.inf, 0, np.inf
         for i, s in enumerate(stat, start=1):
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
+            if windowed is not None and np.isfinite(windowed[i - 1]):
+                lowest = min(lowest, windowed[i - 1])
+                if windowed[i - 1] >= growth * lowest:  # kept as by the rise, else as by the floor
+                    return (i if rise is not None else (kept or i)), i
             if np.isfinite(s) and (s < best or s <= best * (1 + tolerance)):
                 kept = i
             elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best:
@@ -104,7 +113,11 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
 
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35; rise 10 % with the photon settings": by_noise(
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
+        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
+        variance_minimum(tolerance=0.01, floor=0.35, growth=2.5),
+    ),
+    "emv, 1 % tolerance, floor 0.35; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10, floor=0.35), variance_minimum(tolerance=0.01, floor=0.35)
     ),
     "emv, 1 % tolerance; rise 10 % with the photon settings": by_noise(

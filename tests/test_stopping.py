@@ -31,6 +31,18 @@ def test_windowed_variance_is_the_variance_over_the_last_window():
         assert stats[t - 1] == pytest.approx(expected, rel=1e-5)
 
 
+def test_windowed_variance_stays_exact_over_a_long_drifting_fit():
+    # Outputs that sweep the value range, then settle at 0.8 with a jitter of 1e-4: a naive
+    # float32 running sum of squares (0.64 a value) would lose that variance (1e-8) to rounding.
+    rng = np.random.default_rng(2)
+    steps = 1000
+    level = np.concatenate([np.linspace(0.1, 0.9, 500) + 0.05 * np.sin(np.arange(500) / 20), np.full(500, 0.8)])
+    outputs = (level[:, None] + 1e-4 * rng.standard_normal((steps, 64))).astype(np.float32)
+    stats = feed(WindowedVariance(patience=5, window=100), outputs)
+    expected = [outputs[t - 100 : t].astype(np.float64).var(axis=0).mean() for t in range(100, steps + 1)]
+    np.testing.assert_allclose(stats[99:], expected, rtol=2e-3)
+
+
 def test_exponential_variance_follows_the_recursive_definition():
     rng = np.random.default_rng(1)
     outputs = rng.random((40, 20)).astype(np.float32)
@@ -144,6 +156,35 @@ def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
     assert not any(run_scripted(watched(falling, floor=0.25), 40, residual=(20, float("nan"))))
 
 
+def test_growth_ends_a_member_once_its_raw_outputs_vary_more_than_growth_times_their_least():
+    # Raw outputs climb by 1 a step to iteration 15, then by 2: with a window of 2 their
+    # variance goes from 0.25 to 1.0 at iteration 16, 4 times its lowest.
+    climb = np.cumsum([1.0] * 15 + [2.0] * 15)
+    falling = [np.inf, *np.linspace(1.0, 0.1, 29)]  # the rule's own statistic never turns
+
+    def run(script, **kwargs):
+        rule = Scripted(np.array(script)[:, None], patience=100, **kwargs)
+        rule.attach(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+        done = []
+        for i, x in enumerate(climb, start=1):
+            out = torch.full((1, 1), float(x))
+            rule.update(i, out, out)
+            done.append(rule.done(i))
+        return rule, done
+
+    rule, done = run(falling, growth=2.5)
+    # Done at 16, keeping its best before it (as the floor does).
+    assert done.index(True) + 1 == 16 and rule.best_iterations == [15] and float(rule.best_average[0, 0]) == climb[14]
+    rule, done = run(falling, growth=2.5, rise=10.0)  # with a rise: this output, as the rise does
+    assert done.index(True) + 1 == 16 and rule.best_iterations == [16]
+    rule, done = run([np.inf] * 30, growth=2.5)  # still warming up: this output
+    assert done.index(True) + 1 == 16 and rule.best_iterations == [16]
+    rule, done = run(falling, growth=5.0)  # 4 times is not 5
+    assert not any(done)
+    rule, done = run(falling, growth=0)
+    assert not any(done) and rule.best_iterations == [30]
+
+
 def test_fit_ends_at_the_residual_floor_given_the_noise_variance():
     image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
     common = {"width": 4, "iterations": 400, "device": "cpu", "preview_every": None}
@@ -156,15 +197,20 @@ def test_fit_ends_at_the_residual_floor_given_the_noise_variance():
     assert fit.iteration > 100  # out of reach: the variance rule decides
 
 
-def test_emv_takes_its_tolerance_and_floor_by_default_and_checks_them():
+def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
     assert ExponentialVariance().tolerance == 0.01 and WindowedVariance().tolerance == 0.0
     assert ExponentialVariance(tolerance=0).tolerance == 0.0
     assert ExponentialVariance().floor == 0.35 and WindowedVariance().floor is None
+    assert ExponentialVariance().growth == 2.5 and WindowedVariance().growth is None
+    assert ExponentialVariance(growth=0).growth is None
     for bad in (-0.01, float("inf"), "1%"):
         with pytest.raises(ValueError, match="tolerance"):
             ExponentialVariance(tolerance=bad)
         with pytest.raises(ValueError, match="floor"):
             ExponentialVariance(floor=bad)
+    for bad in (1.0, 0.5, -2, float("inf"), "2x"):
+        with pytest.raises(ValueError, match="growth"):
+            ExponentialVariance(growth=bad)
 
 
 def test_rise_must_be_a_positive_fraction():
@@ -176,7 +222,7 @@ def test_rise_must_be_a_positive_fraction():
 def test_variance_rules_keep_a_small_sample_not_full_images():
     image = np.random.default_rng(0).random((3, 200, 300)).astype(np.float32)
     fit = Fit("denoise", image, width=4, iterations=1, stopping="wmv", device="cpu")
-    assert fit.rule._ring.shape == (100, 1, 4096)  # 100 x 4096 values (one member), not 100 x 180,000
+    assert fit.rule._window.ring.shape == (100, 1, 4096)  # 100 x 4096 values (one member), not 100 x 180,000
 
 
 def test_validation_rule_leaves_five_percent_out_of_the_loss():

@@ -26,6 +26,16 @@ falling as the network memorises the noisy image, and the fit would run to its c
 best outputs of the benchmark's other images lie at 0.6-1.0 times the variance, above
 ES-EMV's floor of 0.35 (``ExponentialVariance.default_floor``).
 
+With ``growth`` a member is also done once the variance of its raw outputs over the last
+``window`` iterations (ES-WMV's statistic, watched beside the rule's own) has grown to
+``growth`` times its lowest: the network is then fitting noise fast, and the peak has
+passed. ES-EMV's own minimum lags such early peaks by 100-200 iterations (its average
+still carries the large changes of the first iterations): on smooth or dim images
+(retina at σ 25, a cell at 5 photons, peaks at 85-205 iterations) it kept outputs
+0.7-1.6 dB under the peak. It keeps what the ``rise`` would keep (this output) where
+there is one, else what the ``floor`` would. ES-EMV takes 2.5
+(``ExponentialVariance.default_growth``).
+
 With ``rise`` the rule keeps, instead of the output at the statistic's minimum, the
 one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
 lowest so far, and the member is done there. The raw outputs have then begun to fit
@@ -52,6 +62,40 @@ from ._names import DEFAULT_RULE as DEFAULT_RULE  # re-exported: the engine's de
 from ._names import RULES
 
 
+class _Window:
+    """The last ``size`` sampled values (a ring) and the variance of each over them, from
+    running sums about a per-value centre: O(values) work an iteration instead of
+    O(size × values) (``torch.var`` over a 100 × 4096 ring took 5 ms on a 2-core CPU, a
+    fifth of a step). Every ``size`` iterations the centre moves to the ring's mean and the
+    sums are taken afresh, so rounding cannot build up and the centred values stay small."""
+
+    def __init__(self, size: int, shape: tuple[int, ...], device: torch.device) -> None:
+        self.size = size
+        self.ring = torch.zeros(size, *shape, device=device)
+        self._centre = torch.zeros(shape, device=device)
+        self._sum = torch.zeros(shape, device=device)
+        self._squares = torch.zeros(shape, device=device)
+
+    def push(self, iteration: int, values: torch.Tensor) -> torch.Tensor | None:
+        """Add the values of ``iteration`` (1-based, consecutive); the mean over the last
+        axis of their variances over the window, or None until it is full."""
+        slot = iteration % self.size
+        if iteration > self.size:
+            old = self.ring[slot]
+            self._sum.add_(values - old)
+            self._squares.add_((values - self._centre).square_() - (old - self._centre).square_())
+        self.ring[slot] = values
+        if slot == 0:
+            torch.mean(self.ring, dim=0, out=self._centre)
+            deviations = self.ring - self._centre
+            torch.sum(deviations, dim=0, out=self._sum)
+            torch.sum(deviations.square_(), dim=0, out=self._squares)
+        if iteration < self.size:
+            return None
+        mean = self._sum / self.size
+        return (self._squares / self.size - mean.square_()).mean(dim=-1)
+
+
 class Rule:
     """Base class: keeps the lowest statistic, and the iteration and output judged best."""
 
@@ -63,6 +107,7 @@ class Rule:
     #: Default tolerance and residual floor (see the module's docstring).
     default_tolerance = 0.0
     default_floor: float | None = None
+    default_growth: float | None = None
 
     def __init__(
         self,
@@ -72,8 +117,10 @@ class Rule:
         rise: float | None = None,
         tolerance: float | None = None,
         floor: float | None = None,
+        growth: float | None = None,
     ) -> None:
         patience = self.default_patience if patience is None else patience
+        growth = self.default_growth if growth is None else growth
         tolerance = self.default_tolerance if tolerance is None else tolerance
         floor = self.default_floor if floor is None else floor
         if patience < 1 or window < 2 or samples < 1:
@@ -84,10 +131,15 @@ class Rule:
             raise ValueError(f"tolerance must be a fraction >= 0 (0.01: within 1 % of the lowest), got {tolerance!r}")
         if floor is not None and not (isinstance(floor, (int, float)) and 0 <= floor < math.inf):
             raise ValueError(f"floor must be a fraction >= 0 of the noise variance (0: none) or None, got {floor!r}")
+        if growth is not None and not (isinstance(growth, (int, float)) and (growth == 0 or 1 < growth < math.inf)):
+            raise ValueError(
+                f"growth must be a factor > 1 (2.5: 2.5 times the lowest), 0 (none) or None, got {growth!r}"
+            )
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
         self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
         self.floor = None if floor is None else float(floor)
+        self.growth = float(growth) if growth else None
         self._best: torch.Tensor | None = None
         self._noisy: torch.Tensor | None = None  # ``watch_residual``
 
@@ -101,9 +153,18 @@ class Rule:
         self._best = torch.full((members,), math.inf, device=dev)
         self._inf = torch.full((members,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
         self._best_iteration = torch.zeros(members, dtype=torch.long, device=dev)
-        self._finished = torch.zeros(members, dtype=torch.bool, device=dev)  # by ``rise`` or ``floor``
+        self._finished = torch.zeros(members, dtype=torch.bool, device=dev)  # by ``rise``, ``floor`` or ``growth``
         self._member_shape = (members,) + (1,) * (average.ndim - 1)
         self.best_average = average.clone()
+        if self.growth is not None:  # the raw outputs' last ``window`` values, for ``growth``
+            self._growth_window = _Window(self.window, self._index.shape, dev)
+            self._lowest_windowed = torch.full((members,), math.inf, device=dev)
+
+    def _windowed_variance(self, window: _Window, iteration: int, output: torch.Tensor) -> torch.Tensor:
+        """ES-WMV's statistic: per member, the mean over the sampled values of their variance
+        over the last ``window`` raw outputs (inf until the window is full)."""
+        variance = window.push(iteration, torch.take(output.detach(), self._index))
+        return self._inf if variance is None else variance
 
     def watch_residual(self, noisy: torch.Tensor, weight: torch.Tensor, variance: float) -> None:
         """After ``attach``: the noisy values at the sampled pixels, their weights (0 for
@@ -131,6 +192,15 @@ class Rule:
                 # Its best so far is kept; one still warming up keeps this output.
                 keep = (keep & ~floored) | (floored & ~torch.isfinite(self._best))
                 self._finished |= floored
+            if self.growth is not None:
+                windowed = self._windowed_variance(self._growth_window, iteration, output)
+                torch.minimum(self._lowest_windowed, windowed, out=self._lowest_windowed)
+                grown = ~self._finished & torch.isfinite(windowed) & (windowed >= self.growth * self._lowest_windowed)
+                if self.rise is None:  # as the floor: the best so far, this output if still warming up
+                    keep = (keep & ~grown) | (grown & ~torch.isfinite(self._best))
+                else:  # as the rise: this output
+                    keep |= grown
+                self._finished |= grown
             if self.rise is not None:
                 risen = ~self._finished & torch.isfinite(self._best) & (stat >= (1 + self.rise) * self._best)
                 self._finished |= risen
@@ -166,13 +236,10 @@ class WindowedVariance(Rule):
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
-        self._ring = torch.zeros(self.window, *self._index.shape, device=average.device)
+        self._window = _Window(self.window, self._index.shape, average.device)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        self._ring[iteration % self.window] = torch.take(output.detach(), self._index)
-        if iteration < self.window:
-            return self._inf
-        return self._ring.var(dim=0, unbiased=False).mean(dim=-1)
+        return self._windowed_variance(self._window, iteration, output)
 
 
 class ExponentialVariance(Rule):
@@ -185,6 +252,8 @@ class ExponentialVariance(Rule):
     default_tolerance = 0.01
     #: Ibid.: grass at σ 25 1.41 -> 0.24 dB under the peak; 0.3-0.4 changed nothing else.
     default_floor = 0.35
+    #: Ibid.: early peaks 0.69-1.61 -> 0.15-0.98 dB under; 2.25-2.75 alike (BENCHMARKS.md).
+    default_growth = 2.5
 
     def attach(self, average: torch.Tensor, sample_index: torch.Tensor) -> None:
         super().attach(average, sample_index)
