@@ -12,7 +12,8 @@ The first rows of the results file come from before the normalised average (colu
 "average": first-output, the paper's code) and were scored as uint16 counts ("scored").
 
 --fit goes to napari_dip.fit.Fit (lr, input_noise, ema, ensemble, ...); --api to
-napari_dip.denoise (noise, ensemble, ...). Rows are appended to results/denoise_settings.jsonl.
+napari_dip.denoise (noise, ensemble, ...); --net to the skip network's constructor
+(levels, skip: ``networks.Skip``) in place of its defaults. Rows are appended to results/denoise_settings.jsonl.
 Run one at a time: two torch processes on 2 cores slow each other many times over.
 """
 
@@ -99,11 +100,18 @@ def main() -> None:
     parser.add_argument("--label", default="base")
     parser.add_argument("--api", default="{}", help="JSON keywords for napari_dip.denoise")
     parser.add_argument("--fit", default="{}", help="JSON keywords for napari_dip.fit.Fit")
+    parser.add_argument("--net", default="{}", help="JSON keywords for networks.Skip (levels, skip)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "report":
         report(args.out)
         return
+    net = json.loads(args.net)
+    if net:
+        from napari_dip import networks
+
+        skip = {"levels": 5, "skip": 4, **net}
+        networks._BUILDERS["skip"] = lambda i, o, w: networks.Skip(i, o, w, **skip)
     cases = [
         c
         for c in quality.all_cases()
@@ -113,7 +121,14 @@ def main() -> None:
     ]
     api, fit = json.loads(args.api), json.loads(args.fit)
     for case in cases:
-        row = {"label": args.label, "size": args.size, "api": api, "fit": fit, **run_case(case, args.size, api, fit)}
+        row = {
+            "label": args.label,
+            "size": args.size,
+            "api": api,
+            "fit": fit,
+            "net": net,
+            **run_case(case, args.size, api, fit),
+        }
         emit(row)
         append(args.out, [row])
 
