@@ -6,8 +6,9 @@ so settings chosen on one are judged on the other; each later split ("fresh", "c
 had seen (each was then looked at by the next change; "blind" is untouched so far).
 
 Photon cases: clean photon rates (synthetic nuclei and spots from napari_dip._sample_data,
-the Hubble deep field, coins, ..., blurred binary blobs, the Shepp-Logan phantom) scaled to a peak of 5, 15 or 40 photons; counts = gain *
-Poisson(rate) + offset + Normal(0, read_noise * gain), rounded to uint16 (no hot pixels).
+the Hubble deep field, coins, ..., blurred binary blobs, the Shepp-Logan phantom) scaled
+to a peak of 5, 15 or 40 photons; counts = gain * Poisson(rate) + offset
++ Normal(0, read_noise * gain), rounded to uint16 (no hot pixels).
 PSNR in photons, (restored - offset) / gain against the rate, data range = the rate's
 max - min. Gaussian cases: crops of the DIP paper's images and scikit-image's, grey and
 RGB, σ = 15, 25, 50 on 0..255, clipped to 0..255 as the DIP paper's code does (float32,
