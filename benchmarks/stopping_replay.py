@@ -33,6 +33,7 @@ def variance_minimum(
     floor: float | None = None,
     growth: float | None = None,
     growth_key: str = "wmv100",
+    ceiling: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -42,14 +43,20 @@ def variance_minimum(
     times the noise model's variance (recorded every ``every`` iterations); with
     ``growth``, where the raw outputs' windowed variance (``growth_key``) has grown to
     ``growth`` times its lowest, keeping this output with ``rise``, else as the floor
-    does. Without these: the fit ends ``patience`` iterations after the best."""
+    does; with ``ceiling`` (and no ``rise``), no statistic counts while the residual
+    (the nearest record) is above ``ceiling`` times the variance, and the patience counts
+    from the last such iteration. Without these: the fit ends ``patience`` iterations
+    after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
         ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
         windowed = _series(trace, growth_key) if growth is not None else None
-        best, kept, lowest = np.inf, 0, np.inf
+        best, kept, lowest, since = np.inf, 0, np.inf, warmup
         for i, s in enumerate(stat, start=1):
+            if ceiling is not None and rise is None:
+                if ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling:
+                    s, since = np.inf, max(since, i)
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
             if windowed is not None and np.isfinite(windowed[i - 1]):
@@ -61,7 +68,7 @@ def variance_minimum(
             elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best:
                 return i, i
             best = min(best, s)
-            if i % CHECK == 0 and i - max(kept, warmup) >= patience:
+            if i % CHECK == 0 and i - max(kept, since) >= patience:
                 return kept, i
         return kept, len(stat)
 
@@ -113,7 +120,11 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
 
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % (photon settings), else ceiling 1": by_noise(
+        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
+        variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0),
+    ),
+    "emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
         variance_minimum(tolerance=0.01, floor=0.35, growth=2.5),
     ),

@@ -55,7 +55,7 @@ def run_case(
     clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
     # The rule only watches. "validation" leaves its pixels out of the loss: another fit.
-    rule = make_rule(watch, patience=10**9, floor=0, growth=0)  # both replayed from the records
+    rule = make_rule(watch, patience=10**9, floor=0, growth=0, ceiling=0)  # replayed from the records
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
     applied = "photon" if "ema" in job.schedule.options else "gaussian"  # the API's choice

@@ -185,6 +185,25 @@ def test_growth_ends_a_member_once_its_raw_outputs_vary_more_than_growth_times_t
     assert not any(done) and rule.best_iterations == [30]
 
 
+def test_ceiling_lets_no_output_count_until_it_is_as_close_to_the_noisy_image_as_the_noise():
+    # The statistic is lowest at iteration 10, but the average (value i at iteration i) is
+    # still farther from the noisy value 20 than the noise (variance 36) until iteration 14.
+    script = [np.inf, *np.linspace(1.0, 0.5, 9), *np.linspace(0.55, 2.0, 30)]
+    plain = watched(script)
+    plain.patience = 5
+    assert run_scripted(plain, 40, residual=(20, 36.0)).index(True) + 1 == 15 and plain.best_iterations == [10]
+    capped = watched(script, ceiling=1.0)
+    capped.patience = 5
+    done = run_scripted(capped, 40, residual=(20, 36.0))
+    # The first output within the ceiling is the best, and the patience counts from there.
+    assert capped.best_iterations == [14] and done.index(True) + 1 == 19
+    # With a rise (the photon settings) the ceiling does not apply.
+    risen = watched(script, ceiling=1.0, rise=5.0)
+    risen.patience = 5
+    run_scripted(risen, 40, residual=(20, 36.0))
+    assert risen.best_iterations == [10]
+
+
 def test_fit_ends_at_the_residual_floor_given_the_noise_variance():
     image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
     common = {"width": 4, "iterations": 400, "device": "cpu", "preview_every": None}
@@ -203,6 +222,7 @@ def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
     assert ExponentialVariance().floor == 0.35 and WindowedVariance().floor is None
     assert ExponentialVariance().growth == 2.5 and WindowedVariance().growth is None
     assert ExponentialVariance(growth=0).growth is None
+    assert ExponentialVariance().ceiling == 1.0 and WindowedVariance().ceiling is None
     for bad in (-0.01, float("inf"), "1%"):
         with pytest.raises(ValueError, match="tolerance"):
             ExponentialVariance(tolerance=bad)
@@ -211,6 +231,9 @@ def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
     for bad in (1.0, 0.5, -2, float("inf"), "2x"):
         with pytest.raises(ValueError, match="growth"):
             ExponentialVariance(growth=bad)
+    for bad in (-1, float("inf"), "1x"):
+        with pytest.raises(ValueError, match="ceiling"):
+            ExponentialVariance(ceiling=bad)
 
 
 def test_rise_must_be_a_positive_fraction():
