@@ -333,7 +333,8 @@ class Fit:
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
-        averaged output is that close to the noisy image (``napari_dip.stopping``).
+        averaged output is that close to the noisy image, and one with a ``ceiling``
+        counts no output before it is that close (``napari_dip.stopping``).
     init : Checkpoint, optional
         Warm start: ``checkpoint()`` of a finished fit of the same network and
         canvas (a neighbouring plane or tile), whose weights and Adam moments

@@ -114,7 +114,7 @@ class Rule:
     held_out = 0.0
     #: Default patience, tuned on benchmarks/early_stopping.py (BENCHMARKS.md).
     default_patience = 200
-    #: Default tolerance and residual floor (see the module's docstring).
+    #: Defaults of the keywords of the same names (see the module's docstring).
     default_tolerance = 0.0
     default_floor: float | None = None
     default_growth: float | None = None
@@ -132,10 +132,10 @@ class Rule:
         ceiling: float | None = None,
     ) -> None:
         patience = self.default_patience if patience is None else patience
-        growth = self.default_growth if growth is None else growth
-        ceiling = self.default_ceiling if ceiling is None else ceiling
         tolerance = self.default_tolerance if tolerance is None else tolerance
         floor = self.default_floor if floor is None else floor
+        growth = self.default_growth if growth is None else growth
+        ceiling = self.default_ceiling if ceiling is None else ceiling
         if patience < 1 or window < 2 or samples < 1:
             raise ValueError("patience >= 1, window >= 2 and samples >= 1 are needed")
         if rise is not None and not (isinstance(rise, (int, float)) and 0 < rise < math.inf):
@@ -148,13 +148,13 @@ class Rule:
             raise ValueError(
                 f"growth must be a factor > 1 (2.5: 2.5 times the lowest), 0 (none) or None, got {growth!r}"
             )
+        if ceiling is not None and not (isinstance(ceiling, (int, float)) and 0 <= ceiling < math.inf):
+            raise ValueError(f"ceiling must be a factor >= 0 of the noise variance (0: none) or None, got {ceiling!r}")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
         self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
         self.floor = None if floor is None else float(floor)
         self.growth = float(growth) if growth else None
-        if ceiling is not None and not (isinstance(ceiling, (int, float)) and 0 <= ceiling < math.inf):
-            raise ValueError(f"ceiling must be a factor >= 0 of the noise variance (0: none) or None, got {ceiling!r}")
         self.ceiling = float(ceiling) if ceiling else None
         self._best: torch.Tensor | None = None
         self._noisy: torch.Tensor | None = None  # ``watch_residual``
@@ -216,27 +216,28 @@ class Rule:
             # A finished member is done: nothing replaces the output it kept.
             keep = (stat <= (1 + self.tolerance) * self._best) & torch.isfinite(stat) & ~self._finished
             if residual is not None:
-                floored = ~self._finished & (residual <= self._residual_floor)
-                # Its best so far is kept; one still warming up keeps this output.
-                keep = (keep & ~floored) | (floored & ~torch.isfinite(self._best))
-                self._finished |= floored
+                keep = self._end(keep, ~self._finished & (residual <= self._residual_floor), this_output=False)
             if self.growth is not None:
                 windowed = self._windowed_variance(self._growth_window, iteration, output)
                 torch.minimum(self._lowest_windowed, windowed, out=self._lowest_windowed)
                 grown = ~self._finished & torch.isfinite(windowed) & (windowed >= self.growth * self._lowest_windowed)
-                if self.rise is None:  # as the floor: the best so far, this output if still warming up
-                    keep = (keep & ~grown) | (grown & ~torch.isfinite(self._best))
-                else:  # as the rise: this output
-                    keep |= grown
-                self._finished |= grown
+                keep = self._end(keep, grown, this_output=self.rise is not None)  # as the rise would, else the floor
             if self.rise is not None:
                 risen = ~self._finished & torch.isfinite(self._best) & (stat >= (1 + self.rise) * self._best)
-                self._finished |= risen
-                keep |= risen
+                keep = self._end(keep, risen, this_output=True)
             torch.minimum(self._best, stat, out=self._best)
             self._best_iteration.copy_(torch.where(keep, iteration, self._best_iteration))
             self.best_average.copy_(torch.where(keep.view(self._member_shape), average, self.best_average))
         return stat
+
+    def _end(self, keep: torch.Tensor, ended: torch.Tensor, *, this_output: bool) -> torch.Tensor:
+        """Mark the ``ended`` members finished; returns which members keep this output:
+        the ended ones with ``this_output``, else they keep their best so far (this output
+        only if still warming up, with no best yet)."""
+        self._finished |= ended
+        if this_output:
+            return keep | ended
+        return (keep & ~ended) | (ended & ~torch.isfinite(self._best))
 
     @property
     def best_iterations(self) -> list[int]:
