@@ -8,7 +8,7 @@ as a fresh tensor every step. Images must be multiples of 32 pixels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -80,6 +80,27 @@ def reference_dip(
     target: np.ndarray,
     iterations: int,
     *,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+    **options: object,
+) -> tuple[np.ndarray, list[float]]:
+    """Fit DIP to ``target`` (C, H, W) in [0, 1]; returns the EMA output and losses.
+
+    ``options`` are ``reference_steps``'s; ``on_step(iteration, ema_output)`` is called
+    after every step (1-based).
+    """
+    losses: list[float] = []
+    out_avg = None
+    for i, out_avg, loss in reference_steps(target, iterations, **options):
+        losses.append(loss)
+        if on_step is not None:
+            on_step(i, out_avg)
+    return out_avg[0].cpu().numpy(), losses
+
+
+def reference_steps(
+    target: np.ndarray,
+    iterations: int,
+    *,
     width: int = 128,
     lr: float = 0.01,
     reg_noise_std: float = 1 / 30,
@@ -88,12 +109,11 @@ def reference_dip(
     seed: int = 0,
     device: str = "cpu",
     exp_weight: float = 0.99,
-    on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> tuple[np.ndarray, list[float]]:
-    """Fit DIP to ``target`` (C, H, W) in [0, 1]; returns the EMA output and losses.
+) -> Iterator[tuple[int, torch.Tensor, float]]:
+    """The fit, one step per item: (iteration from 1, EMA output, loss).
 
-    ``mask`` (H, W, 1 = known) gives inpainting, ``factor > 1`` super-resolution;
-    ``on_step(iteration, ema_output)`` is called after every step (1-based).
+    ``mask`` (H, W, 1 = known) gives inpainting, ``factor > 1`` super-resolution.
+    A generator, so that a benchmark can interleave it with another fit step by step.
     """
     torch.manual_seed(seed)
     c, h, w = target.shape
@@ -106,7 +126,6 @@ def reference_dip(
     saved = net_input.detach().clone()
     noise = net_input.detach().clone()
     out_avg = None
-    losses = []
     for i in range(1, iterations + 1):
         opt.zero_grad()
         if reg_noise_std > 0:
@@ -117,7 +136,4 @@ def reference_dip(
         loss.backward()
         opt.step()
         out_avg = out.detach() if out_avg is None else out_avg * exp_weight + out.detach() * (1 - exp_weight)
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(i, out_avg)
-    return out_avg[0].cpu().numpy(), losses
+        yield i, out_avg, loss.item()

@@ -195,3 +195,38 @@ def test_the_average_weighs_the_outputs_so_far_and_nothing_else():
     assert sum(weights) == pytest.approx(1 - 0.9**t)
     with pytest.raises(ValueError, match="ema must be"):
         Fit("denoise", small_image(), width=4, iterations=1, device="cpu", ema=1.0)
+
+
+def test_one_flat_buffer_of_parameters_steps_as_adam_over_each():
+    """Every parameter (channels-last or not) becomes a view of one buffer and its
+    gradient of another; Adam on the buffer moves each weight exactly as Adam on the
+    separate tensors does."""
+    import copy
+
+    import torch
+
+    from napari_dip.fit import _flat_parameters
+    from napari_dip.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("skip", 8, 1, 8).to(memory_format=torch.channels_last)
+    twin = copy.deepcopy(net)
+    weights, grads = _flat_parameters(net)
+    assert weights.numel() == sum(p.numel() for p in twin.parameters())
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert p.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr()
+        assert p.stride() == q.stride()
+    flat = torch.optim.Adam([weights], lr=0.01)
+    each = torch.optim.Adam(twin.parameters(), lr=0.01)
+    z = torch.rand(1, 8, 64, 64).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(1, 1, 64, 64)
+    for _ in range(3):
+        grads.zero_()
+        each.zero_grad()
+        for model in (net, twin):
+            torch.nn.functional.mse_loss(model(z), target).backward()
+        flat.step()
+        each.step()
+    for (name, p), q in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+        torch.testing.assert_close(p, q, msg=name)

@@ -52,7 +52,29 @@ class Prior(nn.Module):
     input_stride: int = 1
 
 
+class _PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution that runs a channels-last CPU input of 2048 pixels or more as one
+    matrix product over its channels (a free view): oneDNN's 1x1 convolution took twice
+    as long forward and back (32 to 32 channels at 96²: 2.9 against 1.4 ms on a 2-core
+    CPU; at 24² and below the convolution is the faster one). Same layer, same weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # is_contiguous() first: inside an ensemble's vmap only that query is allowed.
+        if (
+            x.device.type == "cpu"
+            and x.shape[-1] * x.shape[-2] >= 2048
+            and self.stride == (1, 1)
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            y = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Conv2d | nn.Conv3d:
+    if dims == 2 and size == 1:
+        return _PointwiseConv2d(c_in, c_out, 1, stride)
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
     padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
     # Reflection padding of nothing (1x1 kernels) would still copy the input, forward and back.
@@ -62,15 +84,41 @@ def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) 
 
 class _BatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that normalises a channels-last CPU input whose channel count is not a
-    multiple of 8 in the plain layout: torch's channels-last kernels are 2-6x slower
-    there (4 skip channels at 96²: 0.82 against 0.13 ms forward and back; the 36 merged
-    ones: 1.8 against 0.7), which the two copies do not come near. Same numbers."""
+    multiple of 8 (the 4 skip channels) in the plain layout: torch's channels-last
+    kernels are 2-6x slower there (4 channels at 96²: 0.82 against 0.13 ms forward and
+    back), which the two copies do not come near. Same numbers."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         if self.num_features % 8 and x.device.type == "cpu" and channels_last:
             return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
+
+
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose backward hands on a gradient laid out densely in ``fmt``. The
+    gradient of a part of a concatenation is a strided slice, and torch's CPU BatchNorm
+    backward on such a slice takes a slow path (32 channels at 96²: 1.9 against 0.35 ms)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+        ctx.fmt = fmt
+        return x.as_strided(x.size(), x.stride())  # a view that keeps the layout (view_as may not)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.contiguous(memory_format=ctx.fmt), None
+
+
+def _concat(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``torch.cat`` over channels whose backward gives each part a dense gradient on CPU."""
+    first = parts[0]
+    # Plain-layout parts (and an ensemble's, under vmap, which cannot ask for other layouts)
+    # get dense gradients anyway; only channels-last ones need the copy.
+    if first.device.type == "cpu" and torch.is_grad_enabled() and first.dim() == 4 and not first.is_contiguous():
+        if first.is_contiguous(memory_format=torch.channels_last):
+            parts = tuple(_DenseGrad.apply(p, torch.channels_last) for p in parts)
+    return torch.cat(parts, dim=1)
 
 
 def _batch_norm(channels: int, dims: int) -> nn.Module:
@@ -118,19 +166,23 @@ class _Hourglass(nn.Module):
             if dims == 2
             else nn.Upsample(scale_factor=(float(z_stride), 2.0, 2.0), mode="trilinear")
         )
-        merged = skip + (inner.out_channels if inner is not None else down)
-        self.merge_bn = _batch_norm(merged, dims)
-        self.up = nn.Sequential(_conv_bn_act(merged, up, k3, dims=dims), _conv_bn_act(up, up, 1, dims=dims))
+        deep = inner.out_channels if inner is not None else down
+        # The paper normalises the concatenation; BatchNorm is per channel, so normalising
+        # each part before concatenating is the same layer, and on CPU it keeps the wide
+        # part in oneDNN's channels-last kernels (4 + 32 merged channels would not be).
+        self.skip_bn = _batch_norm(skip, dims) if skip else None
+        self.deep_bn = _batch_norm(deep, dims)
+        self.up = nn.Sequential(_conv_bn_act(skip + deep, up, k3, dims=dims), _conv_bn_act(up, up, 1, dims=dims))
         self.out_channels = up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deep = self.down(x)
         if self.inner is not None:
             deep = self.inner(deep)
-        deep = self.upsample(deep)
+        deep = self.deep_bn(self.upsample(deep))
         if self.skip is not None:
-            deep = torch.cat((self.skip(x), deep), dim=1)
-        return self.up(self.merge_bn(deep))
+            deep = _concat((self.skip_bn(self.skip(x)), deep))
+        return self.up(deep)
 
 
 def z_strides(z_size: int, levels: int, anisotropy: float = 1.0) -> tuple[int, ...]:
@@ -218,8 +270,7 @@ class Skip(Prior):
             c_in = in_channels if level == 0 else width
             inner = _Hourglass(c_in, width, width, skip, inner, z_stride=strides[level], z_kernel=z_kernel)
         self.body = inner
-        head = nn.Conv2d if z_size is None else nn.Conv3d
-        self.head = nn.Sequential(head(width, out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(_conv(width, out_channels, 1, dims=2 if z_size is None else 3), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
@@ -244,7 +295,7 @@ class UNet(Prior):
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear")
         self.ups = nn.ModuleList([_conv(chans[i + 1], chans[i], 3) for i in range(depth - 1)])
         self.decoders = nn.ModuleList([self._double(2 * chans[i], chans[i]) for i in range(depth - 1)])
-        self.head = nn.Sequential(nn.Conv2d(chans[0], out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(_conv(chans[0], out_channels, 1), nn.Sigmoid())
 
     @staticmethod
     def _double(c_in: int, c_out: int) -> nn.Sequential:
@@ -295,7 +346,7 @@ class ResNet(Prior):
             _conv(width, width, 3),
             nn.BatchNorm2d(width),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, out_channels, 1),
+            _conv(width, out_channels, 1),
             nn.Sigmoid(),
         )
 
@@ -320,16 +371,16 @@ class DeepDecoder(Prior):
         for _ in range(levels):
             layers += [
                 nn.Upsample(scale_factor=2, mode="bilinear"),
-                nn.Conv2d(c, width, 1),
+                _conv(c, width, 1),
                 nn.ReLU(inplace=True),
                 nn.BatchNorm2d(width),
             ]
             c = width
         layers += [
-            nn.Conv2d(width, width, 1),
+            _conv(width, width, 1),
             nn.ReLU(inplace=True),
             nn.BatchNorm2d(width),
-            nn.Conv2d(width, out_channels, 1),
+            _conv(width, out_channels, 1),
             nn.Sigmoid(),
         ]
         self.body = nn.Sequential(*layers)
