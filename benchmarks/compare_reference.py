@@ -10,6 +10,8 @@ Run: python benchmarks/compare_reference.py [--size 128] [--width 32] [--out res
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,74 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
+def _images(s: int) -> dict[str, np.ndarray]:
+    return {
+        "camera": data.camera()[100 : 100 + s, 150 : 150 + s][None] / 255.0,
+        "astronaut": np.moveaxis(data.astronaut()[30 : 30 + s, 180 : 180 + s], -1, 0) / 255.0,
+    }
+
+
+def _noisy(clean: np.ndarray, seed: int) -> np.ndarray:
+    return np.clip(clean + np.random.default_rng(seed).normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+
+
+def _run_one(args: argparse.Namespace, images: dict, fit: str, name: str, seed: str) -> dict:
+    """One fit in this process: ms per iteration after the first 10 (set-up, first calls)."""
+    clean = images[name]
+    noisy = _noisy(clean, int(seed))
+    if fit == "reference":
+        steps = reference_steps(noisy, args.iterations, width=args.width, seed=int(seed), device=args.device)
+    else:
+        options = {"width": args.width, "iterations": args.iterations, "device": args.device}
+        steps = iter(Fit("denoise", noisy, seed=int(seed), precision=fit, **options))
+    for _ in range(10):
+        next(steps)
+    t = time.perf_counter()
+    for _ in steps:
+        pass
+    ms = 1e3 * (time.perf_counter() - t) / (args.iterations - 10)
+    return {"ms": ms}
+
+
+def _isolated(args: argparse.Namespace, images: dict) -> None:
+    """Every fit alone in a fresh process (its own allocator state), the fits taking turns."""
+    kinds = ["reference", *args.precisions]
+    print(f"isolated processes, {args.isolated} runs each, {args.size}x{args.size}, width {args.width}")
+    rows = []
+    for name in images:
+        for seed in range(args.seeds):
+            times: dict[str, list[float]] = {k: [] for k in kinds}
+            for run in range(args.isolated):
+                for kind in kinds if run % 2 == 0 else kinds[::-1]:
+                    command = [sys.executable, __file__, "--size", str(args.size), "--width", str(args.width)]
+                    command += ["--iterations", str(args.iterations), "--device", args.device]
+                    command += ["--one", kind, name, str(seed)]
+                    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                    times[kind].append(json.loads(out.strip().splitlines()[-1])["ms"])
+            ref = float(np.median(times["reference"]))
+            row = {
+                "benchmark": "compare_reference_isolated",
+                "image": name,
+                "seed": seed,
+                "size": args.size,
+                "width": args.width,
+                "iterations": args.iterations,
+                "runs": args.isolated,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "reference_ms": round(ref, 2),
+            }
+            line = f"{name:10} {seed:4d} reference {ref:6.1f} ms/it"
+            for kind in args.precisions:
+                ours = float(np.median(times[kind]))
+                row[f"{kind}_ms"] = round(ours, 2)
+                row[f"{kind}_ratio"] = round(ours / ref, 3)
+                line += f" | {kind} {ours:6.1f} ms/it, ratio {ours / ref:.2f}"
+            print(line, flush=True)
+            rows.append(row)
+    append(args.out, rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, default=128)
@@ -38,12 +108,22 @@ def main() -> None:
     p.add_argument("--block", type=int, default=10, help="iterations each fit runs in its turn")
     p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--out", default=None, help="append the rows here as JSON lines")
+    p.add_argument(
+        "--isolated",
+        type=int,
+        default=0,
+        help="instead, run each fit alone in a fresh process, taking turns, this many times each (median)",
+    )
+    p.add_argument("--one", nargs=3, metavar=("FIT", "IMAGE", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    images = _images(args.size)
+    if args.one:
+        print(json.dumps(_run_one(args, images, *args.one)))
+        return
+    if args.isolated:
+        _isolated(args, images)
+        return
     s = args.size
-    images = {
-        "camera": data.camera()[100 : 100 + s, 150 : 150 + s][None] / 255.0,
-        "astronaut": np.moveaxis(data.astronaut()[30 : 30 + s, 180 : 180 + s], -1, 0) / 255.0,
-    }
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
         f"{s}x{s}, width {args.width}, {args.iterations} iterations"
@@ -55,8 +135,7 @@ def main() -> None:
     rows = []
     for name, clean in images.items():
         for seed in range(args.seeds):
-            rng = np.random.default_rng(seed)
-            noisy = np.clip(clean + rng.normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+            noisy = _noisy(clean, seed)
             # Every fit steps in blocks, in turn, so that all meet the same machine: on a
             # shared VM the speed drifts by tens of percent within a minute.
             reference = reference_steps(noisy, args.iterations, width=args.width, seed=seed, device=args.device)
