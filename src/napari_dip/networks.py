@@ -52,6 +52,13 @@ class Prior(nn.Module):
     input_stride: int = 1
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also plain, as 1x1 images are).
+    Asks ``is_contiguous()`` first: inside an ensemble's vmap only that query is allowed,
+    and an ensemble's tensors are plain."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class _PointwiseConv2d(nn.Conv2d):
     """A 1x1 convolution that runs a channels-last CPU input of 2048 pixels or more as one
     matrix product over its channels (a free view): oneDNN's 1x1 convolution took twice
@@ -59,14 +66,7 @@ class _PointwiseConv2d(nn.Conv2d):
     CPU; at 24² and below the convolution is the faster one). Same layer, same weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # is_contiguous() first: inside an ensemble's vmap only that query is allowed.
-        if (
-            x.device.type == "cpu"
-            and x.shape[-1] * x.shape[-2] >= 2048
-            and self.stride == (1, 1)
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-        ):
+        if x.device.type == "cpu" and x.shape[-1] * x.shape[-2] >= 2048 and self.stride == (1, 1) and _channels_last(x):
             y = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
@@ -89,35 +89,31 @@ class _BatchNorm2d(nn.BatchNorm2d):
     back), which the two copies do not come near. Same numbers."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        if self.num_features % 8 and x.device.type == "cpu" and channels_last:
+        if self.num_features % 8 and x.device.type == "cpu" and _channels_last(x):
             return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 
 
 class _DenseGrad(torch.autograd.Function):
-    """Identity whose backward hands on a gradient laid out densely in ``fmt``. The
-    gradient of a part of a concatenation is a strided slice, and torch's CPU BatchNorm
-    backward on such a slice takes a slow path (32 channels at 96²: 1.9 against 0.35 ms)."""
+    """Identity whose backward hands on a dense channels-last gradient. The gradient of a
+    part of a concatenation is a strided slice, and torch's CPU BatchNorm backward on
+    such a slice takes a slow path (32 channels at 96²: 1.9 against 0.35 ms)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-        ctx.fmt = fmt
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return x.as_strided(x.size(), x.stride())  # a view that keeps the layout (view_as may not)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.contiguous(memory_format=ctx.fmt), None
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 def _concat(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``torch.cat`` over channels whose backward gives each part a dense gradient on CPU."""
+    """``torch.cat`` over channels whose backward gives each part a dense gradient on CPU.
+    Parts in the plain layout get dense gradients anyway: only channels-last ones need it."""
     first = parts[0]
-    # Plain-layout parts (and an ensemble's, under vmap, which cannot ask for other layouts)
-    # get dense gradients anyway; only channels-last ones need the copy.
-    if first.device.type == "cpu" and torch.is_grad_enabled() and first.dim() == 4 and not first.is_contiguous():
-        if first.is_contiguous(memory_format=torch.channels_last):
-            parts = tuple(_DenseGrad.apply(p, torch.channels_last) for p in parts)
+    if first.device.type == "cpu" and torch.is_grad_enabled() and first.dim() == 4 and _channels_last(first):
+        parts = tuple(_DenseGrad.apply(p) for p in parts)
     return torch.cat(parts, dim=1)
 
 
