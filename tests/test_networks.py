@@ -173,6 +173,79 @@ def test_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_number
     torch.testing.assert_close(ours.bias.grad, conv.bias.grad)
 
 
+def test_weight_gradient_as_shifted_matrix_products_gives_the_convolutions_numbers():
+    """The weight gradient of a stride-1 convolution as one matrix product per kernel tap
+    (rows of the input shifted by i * width + j): same output, input, weight and bias
+    gradients as torch's convolution, for batches, 5x5 and non-square kernels, non-square
+    images and no bias; the weight gradient comes out channels-last, as the weight is."""
+    import torch
+    from torch.nn import functional as F
+
+    from napari_dip.networks import _ShiftedWeightGrad
+
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for n, c_in, c_out, (kh, kw), (h, w), bias in (
+        (1, 36, 32, (3, 3), (34, 34), True),
+        (2, 5, 7, (5, 5), (21, 17), True),
+        (1, 8, 3, (3, 1), (12, 20), False),
+    ):
+        x = torch.randn(n, c_in, h, w).contiguous(memory_format=cl)
+        weight = torch.randn(c_out, c_in, kh, kw).contiguous(memory_format=cl)
+        b = torch.randn(c_out) if bias else None
+        leaves = [[t.clone().requires_grad_() if t is not None else None for t in (x, weight, b)] for _ in range(2)]
+        ya = _ShiftedWeightGrad.apply(*leaves[0])
+        yb = F.conv2d(*leaves[1])
+        torch.testing.assert_close(ya, yb)
+        grad = torch.randn_like(yb)
+        ya.backward(grad)
+        yb.backward(grad)
+        assert leaves[0][1].grad.is_contiguous(memory_format=cl)
+        for a, b_ in zip(leaves[0], leaves[1], strict=True):
+            if a is not None:
+                torch.testing.assert_close(a.grad, b_.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_takes_the_shifted_weight_gradient_only_where_it_pays(monkeypatch):
+    """On an AVX2 CPU (where oneDNN's channels-last weight gradient is 3x slower) a large
+    channels-last stride-1 convolution takes the matrix products, with the reflection
+    padding of the layer; small, plain, strided, no-grad and AVX-512 cases do not."""
+    import torch
+    from torch import nn
+
+    from napari_dip import networks
+
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    ours = networks._conv(36, 32, 3).to(memory_format=cl)
+    plain = nn.Conv2d(36, 32, 3, padding=1, padding_mode="reflect").to(memory_format=cl)
+    plain.load_state_dict(ours.state_dict())
+    monkeypatch.setattr(networks, "_cpu_capability", lambda: "AVX2")
+    x = torch.randn(1, 36, 48, 48).contiguous(memory_format=cl)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(a), plain(b)
+    assert type(ya.grad_fn).__name__ == "_ShiftedWeightGradBackward"
+    torch.testing.assert_close(ya, yb)
+    grad = torch.randn_like(yb)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(ours.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-3)
+
+    def path(conv: nn.Module, x: torch.Tensor) -> str:
+        return type(conv(x).grad_fn).__name__
+
+    assert path(ours, torch.randn(1, 36, 24, 24).contiguous(memory_format=cl)) != "_ShiftedWeightGradBackward"
+    assert path(ours, torch.randn(1, 36, 48, 48)) != "_ShiftedWeightGradBackward"
+    strided = networks._conv(36, 32, 3, stride=2).to(memory_format=cl)
+    assert path(strided, x) != "_ShiftedWeightGradBackward"
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x))
+    monkeypatch.setattr(networks, "_cpu_capability", lambda: "AVX512")
+    assert path(ours, x) != "_ShiftedWeightGradBackward"
+
+
 def test_concatenation_hands_each_part_a_dense_gradient():
     """The parts of a channels-last concatenation get channels-last gradients (torch's
     are strided slices, on which CPU BatchNorm's backward is 5x slower), same values."""

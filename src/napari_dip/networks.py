@@ -16,6 +16,7 @@ Z only where the voxel spacing allows (see ``z_strides``).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -72,10 +73,96 @@ class _PointwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a stride-1 2-D convolution of ``x`` should take ``_ShiftedWeightGrad``.
+
+    Only on CPUs whose best instructions are AVX2: there oneDNN computes the weight
+    gradient of a channels-last convolution with an old direct kernel (``jit:avx2``;
+    AVX-512 CPUs get brgemm kernels), 3x slower than the matrix products (132 to 128
+    channels at 98²: 102 against 32 ms; 36 to 32: 3.4 against 2.9 ms). Below ~65k
+    pixel-channels the kernel is as fast or faster (BENCHMARKS.md)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.requires_grad
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and x.shape[-1] * x.shape[-2] * x.shape[1] >= 65536
+        and _channels_last(x)
+        and _cpu_capability() == "AVX2"
+    )
+
+
+@functools.cache
+def _cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+class _ShiftedWeightGrad(torch.autograd.Function):
+    """A stride-1, unpadded 2-D convolution of a channels-last input whose weight gradient
+    is one matrix product per kernel tap. Laid out (pixels, channels), the input rows that
+    tap (i, j) meets are one contiguous block starting i * width + j rows in, if the
+    output gradient is given the input's width (zeros in the extra columns): so each tap is
+    ``grad_rows.T @ input_rows[shift : shift + n]`` with no copy of the input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return nn.functional.conv2d(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, False, False)
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_grad(grad, x.contiguous(memory_format=torch.channels_last), weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Weight gradient (out, in, kh, kw), laid out channels-last, of ``conv2d(x, w)``."""
+    c_out, c_in, kh, kw = shape
+    n, _, rows, width = x.shape
+    # Output gradient at the input's width: its row r then meets input row r + shift.
+    grad = nn.functional.pad(grad, (0, kw - 1)).permute(0, 2, 3, 1).reshape(n, -1, c_out)
+    length = grad.shape[1] - (kw - 1)  # the last kw - 1 rows are padding: zeros
+    x = x.permute(0, 2, 3, 1).reshape(n, rows * width, c_in)
+    out = torch.empty(c_out, kh, kw, c_in, dtype=x.dtype, device=x.device)
+    for i in range(kh):
+        for j in range(kw):
+            shift = i * width + j
+            tap = out[:, i, j]
+            torch.mm(grad[0, :length].T, x[0, shift : shift + length], out=tap)
+            for b in range(1, n):
+                tap.addmm_(grad[b, :length].T, x[b, shift : shift + length])
+    return out.permute(0, 3, 1, 2)
+
+
+class _Conv2d(nn.Conv2d):
+    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
+    Same layer, same weights, same numbers to rounding."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1 and _weight_grad_by_matmul(x, weight):
+            if any(self.padding):
+                mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+                x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+            return _ShiftedWeightGrad.apply(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
 def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Conv2d | nn.Conv3d:
     if dims == 2 and size == 1:
         return _PointwiseConv2d(c_in, c_out, 1, stride)
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    conv = _Conv2d if dims == 2 else nn.Conv3d
     padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
     # Reflection padding of nothing (1x1 kernels) would still copy the input, forward and back.
     mode = "reflect" if any(p > 0 for p in ((padding,) if isinstance(padding, int) else padding)) else "zeros"
