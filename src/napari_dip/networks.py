@@ -68,9 +68,33 @@ class _PointwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.shape[-1] * x.shape[-2] >= 2048 and self.stride == (1, 1) and _channels_last(x):
-            y = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+            weight = self.weight.flatten(1)
+            if weight.shape[0] == 1 and torch.is_grad_enabled():
+                y = _ToOneChannel.apply(x.permute(0, 2, 3, 1), weight, self.bias)
+            else:
+                y = nn.functional.linear(x.permute(0, 2, 3, 1), weight, self.bias)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
+
+
+class _ToOneChannel(torch.autograd.Function):
+    """``linear`` to one output channel (a grey image's head) whose input gradient is a
+    broadcast product: as a matrix product over an inner dimension of 1, torch's CPU
+    path took 1.2 ms at 128² against 0.15 for the product."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad * weight[0] if ctx.needs_input_grad[0] else None
+        grad_w = (grad.reshape(1, -1) @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum().reshape(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
 
 
 def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -79,15 +103,18 @@ def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
     Only on CPUs whose best instructions are AVX2: there oneDNN computes the weight
     gradient of a channels-last convolution with an old direct kernel (``jit:avx2``;
     AVX-512 CPUs get brgemm kernels), 3x slower than the matrix products (132 to 128
-    channels at 98²: 102 against 32 ms; 36 to 32: 3.4 against 2.9 ms). Below ~65k
-    pixel-channels the kernel is as fast or faster (BENCHMARKS.md)."""
+    channels at 98²: 102 against 32 ms; 36 to 32: 3.4 against 2.9 ms). With fewer than
+    32 output channels or 2**23 pixel-channel products (32 channels below ~90²) the
+    kernel is as fast or faster (BENCHMARKS.md)."""
+    c_out, c_in = weight.shape[:2]
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.requires_grad
         and torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
-        and x.shape[-1] * x.shape[-2] * x.shape[1] >= 65536
+        and c_out >= 32
+        and x.shape[-1] * x.shape[-2] * c_in * c_out >= 2**23
         and _channels_last(x)
         and _cpu_capability() == "AVX2"
     )
@@ -131,8 +158,11 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size) -> torc
     """Weight gradient (out, in, kh, kw), laid out channels-last, of ``conv2d(x, w)``."""
     c_out, c_in, kh, kw = shape
     n, _, rows, width = x.shape
-    # Output gradient at the input's width: its row r then meets input row r + shift.
-    grad = nn.functional.pad(grad, (0, kw - 1)).permute(0, 2, 3, 1).reshape(n, -1, c_out)
+    # Output gradient at the input's width (zeros beyond): its row r meets input row r + shift.
+    wide = grad.new_empty(n, grad.shape[2], width, c_out)
+    wide[:, :, grad.shape[3] :] = 0
+    wide[:, :, : grad.shape[3]] = grad.permute(0, 2, 3, 1)
+    grad = wide.reshape(n, -1, c_out)
     length = grad.shape[1] - (kw - 1)  # the last kw - 1 rows are padding: zeros
     x = x.permute(0, 2, 3, 1).reshape(n, rows * width, c_in)
     out = torch.empty(c_out, kh, kw, c_in, dtype=x.dtype, device=x.device)
