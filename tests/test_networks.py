@@ -250,6 +250,22 @@ def test_convolution_takes_the_shifted_weight_gradient_only_where_it_pays(monkey
     assert path(ours, x) != "_ShiftedWeightGradBackward"
 
 
+def test_layout_per_device_and_cpu(monkeypatch):
+    """Channels-last on CPU, but 3-D networks stay plain on AVX2 CPUs (oneDNN's slow
+    channels-last 3-D weight gradient there) and everything stays plain on a GPU."""
+    import torch
+
+    from napari_dip import networks
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(networks, "_cpu_capability", lambda: "AVX2")
+    assert networks.memory_format(2, cpu) == torch.channels_last
+    assert networks.memory_format(3, cpu) == torch.contiguous_format
+    monkeypatch.setattr(networks, "_cpu_capability", lambda: "AVX512")
+    assert networks.memory_format(3, cpu) == torch.channels_last_3d
+    assert networks.memory_format(2, cuda) == networks.memory_format(3, cuda) == torch.contiguous_format
+
+
 def test_concatenation_hands_each_part_a_dense_gradient():
     """The parts of a channels-last concatenation get channels-last gradients (torch's
     are strided slices, on which CPU BatchNorm's backward is 5x slower), same values."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ._names import PRECISIONS, TASKS
-from .networks import Ensemble, Prior, full_precision_output, input_channels, seeded_network
+from .networks import Ensemble, Prior, full_precision_output, input_channels, memory_format, seeded_network
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import DEFAULT_RULE, Rule, make_rule
 
@@ -555,11 +555,9 @@ class Fit:
         z = z.expand(members, *z.shape[1:])  # an image or grid input: the same for every member
 
         dev = self.device
-        # Measured on an H200 and a 2-core CPU (BENCHMARKS.md): channels-last is ~20 % faster
-        # with oneDNN on CPU but slower on CUDA; the fused Adam kernel is fastest on both.
-        fmt = torch.contiguous_format
-        if dev.type == "cpu" and members == 1:  # stacked (5-D) weights take no channels-last
-            fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
+        # networks.memory_format: channels-last for oneDNN on CPU (not for 3-D on AVX2), plain
+        # on CUDA; stacked (5-D) ensemble weights take no channels-last.
+        fmt = memory_format(ndim, dev) if members == 1 else torch.contiguous_format
         self._autocast = torch.bfloat16 if self.precision == "bfloat16" else None
         self.net: Prior = net.to(dev, memory_format=fmt)
         self.operator = operator.to(dev)

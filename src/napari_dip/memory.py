@@ -28,7 +28,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .networks import Prior, build_network
+from .networks import Prior, build_network, memory_format
 
 #: Fraction of the available memory a fit may plan to use: the rest absorbs what the
 #: estimate cannot see (other processes growing, the caller's own arrays, page cache).
@@ -119,13 +119,6 @@ def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(value)[-n:] if isinstance(value, tuple) else (int(value),) * n
 
 
-def _memory_format(ndim: int, device: torch.device) -> torch.memory_format:
-    # As fit.py: channels-last on CPU (oneDNN), contiguous elsewhere.
-    if device.type != "cpu":
-        return torch.contiguous_format
-    return torch.channels_last if ndim == 2 else torch.channels_last_3d
-
-
 @dataclass(frozen=True)
 class _Spec:
     """One fit's network and tensors, minus the canvas."""
@@ -145,7 +138,7 @@ def _simulate_step(spec: _Spec, canvas: tuple[int, ...], run_on: torch.device, s
     the target size."""
     tracker = _LiveBytes(round(spec.overhead.small_below / scale), spec.overhead.small_weight)
     with tracker, torch.device(run_on):
-        net = spec.build().to(memory_format=_memory_format(len(canvas), spec.device))
+        net = spec.build().to(memory_format=memory_format(len(canvas), spec.device))
         params = [p for p in net.parameters() if p.requires_grad]
         moments = [torch.zeros_like(p) for p in params for _ in range(2)]  # Adam's m and v
         stride = net.input_stride if spec.input_stride is None else spec.input_stride

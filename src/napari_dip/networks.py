@@ -125,6 +125,21 @@ def _cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def memory_format(spatial_dims: int, device: torch.device) -> torch.memory_format:
+    """The layout a single network's tensors take on ``device``.
+
+    Channels-last on CPU, where oneDNN's kernels are fastest with it (~20 % at 2-D), except
+    for 3-D networks on AVX2 CPUs: there oneDNN's channels-last 3-D weight gradient is the
+    slow direct kernel (see ``_weight_grad_by_matmul``), and a whole 3-D step took 287-329
+    against 198-223 ms in the plain layout (8x64x64, width 32, BENCHMARKS.md). The plain
+    layout on GPUs (channels-last was slower there)."""
+    if device.type != "cpu":
+        return torch.contiguous_format
+    if spatial_dims == 2:
+        return torch.channels_last
+    return torch.contiguous_format if _cpu_capability() == "AVX2" else torch.channels_last_3d
+
+
 class _ShiftedWeightGrad(torch.autograd.Function):
     """A stride-1, unpadded 2-D convolution of a channels-last input whose weight gradient
     is one matrix product per kernel tap. Laid out (pixels, channels), the input rows that
