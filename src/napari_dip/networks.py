@@ -80,7 +80,7 @@ class _PointwiseConv2d(nn.Conv2d):
 class _ToOneChannel(torch.autograd.Function):
     """``linear`` to one output channel (a grey image's head) whose input gradient is a
     broadcast product: as a matrix product over an inner dimension of 1, torch's CPU
-    path took 1.2 ms at 128² against 0.15 for the product."""
+    path took 1.2 ms at 128² in a width-32 fit, the product 0.6 ms."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -102,7 +102,7 @@ def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
     Only on CPUs whose best instructions are AVX2: there oneDNN computes the weight
     gradient of a channels-last convolution with an old direct kernel (``jit:avx2``;
-    AVX-512 CPUs get brgemm kernels), 3x slower than the matrix products (132 to 128
+    AVX-512 CPUs get brgemm kernels), up to 3x slower than the matrix products (132 to 128
     channels at 98²: 102 against 32 ms; 36 to 32: 3.4 against 2.9 ms). With fewer than
     32 output channels or 2**23 pixel-channel products (32 channels below ~90²) the
     kernel is as fast or faster (BENCHMARKS.md)."""
