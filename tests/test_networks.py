@@ -178,7 +178,8 @@ def test_weight_gradient_as_shifted_matrix_products_gives_the_convolutions_numbe
     """The weight gradient of a stride-1 convolution as one matrix product per kernel tap
     (rows of the input shifted by i * width + j): same output, input, weight and bias
     gradients as torch's convolution, for batches, 5x5 and non-square kernels, non-square
-    images and no bias; the weight gradient comes out channels-last, as the weight is."""
+    images, no bias and groups (a grouped ensemble's members); the weight gradient comes
+    out channels-last, as the weight is."""
     import torch
     from torch.nn import functional as F
 
@@ -186,17 +187,19 @@ def test_weight_gradient_as_shifted_matrix_products_gives_the_convolutions_numbe
 
     torch.manual_seed(0)
     cl = torch.channels_last
-    for n, c_in, c_out, (kh, kw), (h, w), bias in (
-        (1, 36, 32, (3, 3), (34, 34), True),
-        (2, 5, 7, (5, 5), (21, 17), True),
-        (1, 8, 3, (3, 1), (12, 20), False),
+    for n, c_in, c_out, (kh, kw), (h, w), bias, groups in (
+        (1, 36, 32, (3, 3), (34, 34), True, 1),
+        (2, 5, 7, (5, 5), (21, 17), True, 1),
+        (1, 8, 3, (3, 1), (12, 20), False, 1),
+        (1, 3 * 12, 3 * 8, (3, 3), (15, 18), True, 3),
+        (2, 2 * 5, 2 * 4, (3, 2), (9, 11), False, 2),
     ):
         x = torch.randn(n, c_in, h, w).contiguous(memory_format=cl)
-        weight = torch.randn(c_out, c_in, kh, kw).contiguous(memory_format=cl)
+        weight = torch.randn(c_out, c_in // groups, kh, kw).contiguous(memory_format=cl)
         b = torch.randn(c_out) if bias else None
         leaves = [[t.clone().requires_grad_() if t is not None else None for t in (x, weight, b)] for _ in range(2)]
-        ya = _ShiftedWeightGrad.apply(*leaves[0])
-        yb = F.conv2d(*leaves[1])
+        ya = _ShiftedWeightGrad.apply(*leaves[0], groups)
+        yb = F.conv2d(*leaves[1], groups=groups)
         torch.testing.assert_close(ya, yb)
         grad = torch.randn_like(yb)
         ya.backward(grad)

@@ -12,7 +12,7 @@ from napari_dip import estimate_noise as measure_noise
 from napari_dip._api import prepare
 from napari_dip._cli import main
 from napari_dip.fit import Fit
-from napari_dip.networks import Ensemble, seeded_network
+from napari_dip.networks import Ensemble, GroupedEnsemble, seeded_network
 from napari_dip.noise import NoiseModel, estimate_noise
 
 
@@ -144,10 +144,40 @@ def test_ensemble_members_are_the_networks_they_stack():
         torch.testing.assert_close(together[k], alone[k], atol=1e-4, rtol=1e-4)
 
 
+def test_grouped_ensemble_is_its_members_forward_and_back():
+    """On CPU an ensemble of skip networks is one grouped channels-last network: each
+    member's output and the gradients of its weights and input are those of the member
+    alone (the grouped shifted weight gradient: test_networks)."""
+    cl = torch.channels_last
+    nets = [seeded_network("skip", 32, 3, 16, seed).to(memory_format=cl) for seed in (3, 5)]
+    grouped = GroupedEnsemble(nets).to(memory_format=cl)
+    z = torch.rand(2, 32, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.1
+    z_grouped = grouped.arrange(z).requires_grad_()
+    assert z_grouped.flatten(0, 1)[None].is_contiguous(memory_format=cl)
+    y = grouped(z_grouped)
+    grad = torch.rand(y.shape, generator=torch.Generator().manual_seed(1))
+    y.backward(grad)
+    params = dict(grouped.grouped.named_parameters())
+    for k, net in enumerate(nets):
+        z_k = z[k : k + 1].contiguous(memory_format=cl).requires_grad_()
+        y_k = net(z_k)
+        y_k.backward(grad[k : k + 1])
+        torch.testing.assert_close(y[k], y_k[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(z_grouped.grad[k], z_k.grad[0], rtol=0, atol=1e-3 * float(z_k.grad.abs().max()))
+        for name, p in net.named_parameters():
+            if name.endswith(".0.bias") and not name.startswith("head"):
+                continue  # a bias before BatchNorm has no gradient: rounding either way
+            rows = p.shape[0]
+            ours = params[name].grad[k * rows : (k + 1) * rows]
+            # float32 sums through five BatchNorms; near-zero gradients mostly cancel.
+            torch.testing.assert_close(ours, p.grad, rtol=0, atol=1e-2 * float(p.grad.abs().max()) + 1e-5)
+
+
 def test_ensemble_fits_members_apart_and_averages_their_best_outputs(camera64, noisy_camera):
     image = (noisy_camera / 255.0).astype(np.float32)[None]
     fit = Fit("denoise", image, width=8, iterations=300, device="cpu", ensemble=3, stopping="emv")
     list(fit)
+    assert isinstance(fit.net, GroupedEnsemble)  # on CPU: grouped channels-last convolutions
     assert fit.net.members == 3 and len(fit.rule.best_iterations) == 3
     members = fit.rule.best_average[(slice(None), 0, *fit.output_region)]
     np.testing.assert_allclose(fit.result()[0], members.mean(0).numpy(), atol=1e-6)

@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from ._names import PRECISIONS, TASKS
-from .networks import Ensemble, Prior, full_precision_output, input_channels, memory_format, seeded_network
+from .networks import (
+    Ensemble,
+    GroupedEnsemble,
+    Prior,
+    full_precision_output,
+    input_channels,
+    memory_format,
+    seeded_network,
+)
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
 from .stopping import DEFAULT_RULE, Rule, make_rule
 
@@ -291,8 +299,9 @@ def _host_memory_reused(device: torch.device) -> Iterator[None]:
 
 
 def _dense_view(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself if contiguous, else (channels-last) its memory in order, channels last."""
-    return t if t.is_contiguous() else t.permute(0, *range(2, t.dim()), 1)
+    """``t`` (dense) as a contiguous view: its axes in memory order (channels-last, or a
+    grouped ensemble's input: members and channels last)."""
+    return t if t.is_contiguous() else t.permute(*sorted(range(t.dim()), key=lambda d: -t.stride(d)))
 
 
 def _flat_parameters(net: torch.nn.Module) -> tuple[torch.nn.Parameter, torch.Tensor]:
@@ -499,10 +508,15 @@ class Fit:
             seeded_network(network, in_channels, channels, width, self.seed + k * MEMBER_SEED_STEP, **net_options)
             for k in range(members)
         ]
+        # Members side by side: grouped channels-last convolutions where that suits (skip
+        # networks on CPU), else vmap over their stacked weights (Ensemble).
+        grouped = members > 1 and GroupedEnsemble.suits(nets, self.device)
+        net = GroupedEnsemble(nets) if grouped else nets[0]
         if self.precision == "bfloat16":
-            for member in nets:
+            for member in [net] if grouped else nets:
                 full_precision_output(member)
-        net = nets[0] if members == 1 else Ensemble(nets)
+        if members > 1 and not grouped:
+            net = Ensemble(nets)
         cpu_gen = torch.Generator().manual_seed(self.seed + 1)
         if guide is not None and net.input_stride != 1:
             raise ValueError(f"network {network!r} takes no image input; use it for other tasks than flash-no-flash")
@@ -557,7 +571,7 @@ class Fit:
         dev = self.device
         # networks.memory_format: channels-last for oneDNN on CPU (not for 3-D on AVX2), plain
         # on CUDA; stacked (5-D) ensemble weights take no channels-last.
-        fmt = memory_format(ndim, dev) if members == 1 else torch.contiguous_format
+        fmt = memory_format(ndim, dev) if members == 1 or grouped else torch.contiguous_format
         self._autocast = torch.bfloat16 if self.precision == "bfloat16" else None
         self.net: Prior = net.to(dev, memory_format=fmt)
         self.operator = operator.to(dev)
@@ -567,7 +581,7 @@ class Fit:
         # first convolutions would convert the input every step (4 % of a width-32 step at
         # 96² on CPU). The noise is drawn through a dense view of its buffer: normal_() into
         # a channels-last tensor takes a serial path, ~10x slower on CPU.
-        self._z = z.to(dev).contiguous(memory_format=fmt)
+        self._z = self.net.arrange(z.to(dev)) if grouped else z.to(dev).contiguous(memory_format=fmt)
         self._noise_gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
         self._noise = torch.empty_like(self._z) if self.input_noise > 0 else None
         self._noise_draw = None if self._noise is None else _dense_view(self._noise)

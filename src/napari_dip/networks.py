@@ -67,7 +67,13 @@ class _PointwiseConv2d(nn.Conv2d):
     CPU; at 24² and below the convolution is the faster one). Same layer, same weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.shape[-1] * x.shape[-2] >= 2048 and self.stride == (1, 1) and _channels_last(x):
+        if (
+            x.device.type == "cpu"
+            and x.shape[-1] * x.shape[-2] >= 2048
+            and self.stride == (1, 1)
+            and self.groups == 1  # grouped (an ensemble's): oneDNN's; products per group gain little
+            and _channels_last(x)
+        ):
             weight = self.weight.flatten(1)
             if weight.shape[0] == 1 and torch.is_grad_enabled():
                 y = _ToOneChannel.apply(x.permute(0, 2, 3, 1), weight, self.bias)
@@ -97,7 +103,7 @@ class _ToOneChannel(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool:
     """Whether a stride-1 2-D convolution of ``x`` should take ``_ShiftedWeightGrad``.
 
     Only on CPUs whose best instructions are AVX2: there oneDNN computes the weight
@@ -105,8 +111,9 @@ def _weight_grad_by_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
     AVX-512 CPUs get brgemm kernels), up to 3x slower than the matrix products (132 to 128
     channels at 98²: 102 against 32 ms; 36 to 32: 3.4 against 2.9 ms). With fewer than
     32 output channels or 2**23 pixel-channel products (32 channels below ~90²) the
-    kernel is as fast or faster (BENCHMARKS.md)."""
-    c_out, c_in = weight.shape[:2]
+    kernel is as fast or faster (BENCHMARKS.md). A grouped convolution's groups (a
+    ``GroupedEnsemble``'s members) are counted one by one."""
+    c_out, c_in = weight.shape[0] // groups, weight.shape[1]
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -142,16 +149,17 @@ def memory_format(spatial_dims: int, device: torch.device) -> torch.memory_forma
 
 class _ShiftedWeightGrad(torch.autograd.Function):
     """A stride-1, unpadded 2-D convolution of a channels-last input whose weight gradient
-    is one matrix product per kernel tap. Laid out (pixels, channels), the input rows that
+    is one matrix product per kernel tap (and group). Laid out (pixels, channels), the input rows that
     tap (i, j) meets are one contiguous block starting i * width + j rows in, if the
     output gradient is given the input's width (zeros in the extra columns): so each tap is
     ``grad_rows.T @ input_rows[shift : shift + n]`` with no copy of the input."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return nn.functional.conv2d(x, weight, bias)
+        ctx.groups = groups
+        return nn.functional.conv2d(x, weight, bias, groups=groups)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -160,17 +168,17 @@ class _ShiftedWeightGrad(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, False, False)
+                grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), ctx.groups, (True, False, False)
             )[0]
         if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(grad, x.contiguous(memory_format=torch.channels_last), weight.shape)
+            grad_w = _weight_grad(grad, x.contiguous(memory_format=torch.channels_last), weight.shape, ctx.groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
-def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Weight gradient (out, in, kh, kw), laid out channels-last, of ``conv2d(x, w)``."""
+def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups: int = 1) -> torch.Tensor:
+    """Weight gradient (out, in, kh, kw), laid out channels-last, of ``conv2d(x, w, groups=groups)``."""
     c_out, c_in, kh, kw = shape
     n, _, rows, width = x.shape
     # Output gradient at the input's width (zeros beyond): its row r meets input row r + shift.
@@ -179,15 +187,19 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size) -> torc
     wide[:, :, : grad.shape[3]] = grad.permute(0, 2, 3, 1)
     grad = wide.reshape(n, -1, c_out)
     length = grad.shape[1] - (kw - 1)  # the last kw - 1 rows are padding: zeros
-    x = x.permute(0, 2, 3, 1).reshape(n, rows * width, c_in)
+    x = x.permute(0, 2, 3, 1).reshape(n, rows * width, c_in * groups)
     out = torch.empty(c_out, kh, kw, c_in, dtype=x.dtype, device=x.device)
-    for i in range(kh):
-        for j in range(kw):
-            shift = i * width + j
-            tap = out[:, i, j]
-            torch.mm(grad[0, :length].T, x[0, shift : shift + length], out=tap)
-            for b in range(1, n):
-                tap.addmm_(grad[b, :length].T, x[b, shift : shift + length])
+    per_group = c_out // groups  # group k: output channels k * per_group.., input channels k * c_in..
+    for k in range(groups):
+        g = grad[..., k * per_group : (k + 1) * per_group]
+        xk = x[..., k * c_in : (k + 1) * c_in]
+        for i in range(kh):
+            for j in range(kw):
+                shift = i * width + j
+                tap = out[k * per_group : (k + 1) * per_group, i, j]
+                torch.mm(g[0, :length].T, xk[0, shift : shift + length], out=tap)
+                for b in range(1, n):
+                    tap.addmm_(g[b, :length].T, xk[b, shift : shift + length])
     return out.permute(0, 3, 1, 2)
 
 
@@ -196,22 +208,25 @@ class _Conv2d(nn.Conv2d):
     Same layer, same weights, same numbers to rounding."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1 and _weight_grad_by_matmul(x, weight):
+        if self.stride == (1, 1) and self.dilation == (1, 1) and _weight_grad_by_matmul(x, weight, self.groups):
             if any(self.padding):
                 mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
                 x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
-            return _ShiftedWeightGrad.apply(x, weight, bias)
+            return _ShiftedWeightGrad.apply(x, weight, bias, self.groups)
         return super()._conv_forward(x, weight, bias)
 
 
-def _conv(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Conv2d | nn.Conv3d:
+def _conv(
+    c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2, groups: int = 1
+) -> nn.Conv2d | nn.Conv3d:
+    """A convolution of ``c_in`` to ``c_out`` channels, ``groups`` times side by side."""
     if dims == 2 and size == 1:
-        return _PointwiseConv2d(c_in, c_out, 1, stride)
+        return _PointwiseConv2d(c_in * groups, c_out * groups, 1, stride, groups=groups)
     conv = _Conv2d if dims == 2 else nn.Conv3d
     padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
     # Reflection padding of nothing (1x1 kernels) would still copy the input, forward and back.
     mode = "reflect" if any(p > 0 for p in ((padding,) if isinstance(padding, int) else padding)) else "zeros"
-    return conv(c_in, c_out, size, stride, padding=padding, padding_mode=mode)
+    return conv(c_in * groups, c_out * groups, size, stride, padding=padding, padding_mode=mode, groups=groups)
 
 
 class _BatchNorm2d(nn.BatchNorm2d):
@@ -240,23 +255,37 @@ class _DenseGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=torch.channels_last)
 
 
-def _concat(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _concat(parts: tuple[torch.Tensor, ...], groups: int = 1) -> torch.Tensor:
     """``torch.cat`` over channels whose backward gives each part a dense gradient on CPU.
-    Parts in the plain layout get dense gradients anyway: only channels-last ones need it."""
+    Parts in the plain layout get dense gradients anyway: only channels-last ones need it.
+
+    With ``groups`` (a grouped ensemble's members side by side), each part's channels are
+    ``groups`` blocks, and the result holds each group's blocks together: member k's
+    concatenation is block k. Channels-last parts stay channels-last (one copy, as cat)."""
     first = parts[0]
-    if first.device.type == "cpu" and torch.is_grad_enabled() and first.dim() == 4 and _channels_last(first):
+    dense = first.device.type == "cpu" and torch.is_grad_enabled() and first.dim() == 4 and _channels_last(first)
+    if dense:
         parts = tuple(_DenseGrad.apply(p) for p in parts)
-    return torch.cat(parts, dim=1)
+    if groups == 1:
+        return torch.cat(parts, dim=1)
+    if first.dim() == 4 and _channels_last(first):  # (N, H, W, groups, c): cat the last axis
+        blocks = [p.permute(0, 2, 3, 1).unflatten(3, (groups, -1)) for p in parts]
+        return torch.cat(blocks, dim=4).flatten(3).permute(0, 3, 1, 2)
+    blocks = [p.unflatten(1, (groups, -1)) for p in parts]
+    return torch.cat(blocks, dim=2).flatten(1, 2)
 
 
 def _batch_norm(channels: int, dims: int) -> nn.Module:
     return _BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
 
 
-def _conv_bn_act(c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2) -> nn.Sequential:
+def _conv_bn_act(
+    c_in: int, c_out: int, size: _Size, stride: _Size = 1, dims: int = 2, groups: int = 1
+) -> nn.Sequential:
+    # BatchNorm is per channel: over a grouped layer's channels it is each group's own.
     return nn.Sequential(
-        _conv(c_in, c_out, size, stride, dims),
-        _batch_norm(c_out, dims),
+        _conv(c_in, c_out, size, stride, dims, groups),
+        _batch_norm(c_out * groups, dims),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
@@ -277,15 +306,18 @@ class _Hourglass(nn.Module):
         inner: _Hourglass | None,
         z_stride: int | None = None,
         z_kernel: int = 3,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         dims = 2 if z_stride is None else 3
+        self.groups = g = groups
         # 2-D keeps plain ints, so its layers are exactly the paper's (and seeded fits unchanged).
         k3: _Size = 3 if dims == 2 else (z_kernel, 3, 3)
         stride: _Size = 2 if dims == 2 else (z_stride, 2, 2)
-        self.skip = _conv_bn_act(c_in, skip, 1, dims=dims) if skip else None
+        self.skip = _conv_bn_act(c_in, skip, 1, dims=dims, groups=g) if skip else None
         self.down = nn.Sequential(
-            _conv_bn_act(c_in, down, k3, stride=stride, dims=dims), _conv_bn_act(down, down, k3, dims=dims)
+            _conv_bn_act(c_in, down, k3, stride=stride, dims=dims, groups=g),
+            _conv_bn_act(down, down, k3, dims=dims, groups=g),
         )
         self.inner = inner
         # Undo exactly this level's stride, so every level returns its input's size.
@@ -298,9 +330,11 @@ class _Hourglass(nn.Module):
         # The paper normalises the concatenation; BatchNorm is per channel, so normalising
         # each part before concatenating is the same layer, and on CPU it keeps the wide
         # part in oneDNN's channels-last kernels (4 + 32 merged channels would not be).
-        self.skip_bn = _batch_norm(skip, dims) if skip else None
-        self.deep_bn = _batch_norm(deep, dims)
-        self.up = nn.Sequential(_conv_bn_act(skip + deep, up, k3, dims=dims), _conv_bn_act(up, up, 1, dims=dims))
+        self.skip_bn = _batch_norm(skip * g, dims) if skip else None
+        self.deep_bn = _batch_norm(deep * g, dims)
+        self.up = nn.Sequential(
+            _conv_bn_act(skip + deep, up, k3, dims=dims, groups=g), _conv_bn_act(up, up, 1, dims=dims, groups=g)
+        )
         self.out_channels = up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +343,7 @@ class _Hourglass(nn.Module):
             deep = self.inner(deep)
         deep = self.deep_bn(self.upsample(deep))
         if self.skip is not None:
-            deep = _concat((self.skip_bn(self.skip(x)), deep))
+            deep = _concat((self.skip_bn(self.skip(x)), deep), self.groups)
         return self.up(deep)
 
 
@@ -365,6 +399,10 @@ class Skip(Prior):
     On Z, ``multiple`` is ``prod(z_strides)`` and ``min_size`` twice that (2
     planes at the coarsest level), or, with no Z downsampling, ``min(z_size, 2)``:
     ``z_size`` itself always fits.
+
+    ``groups`` builds that many networks side by side in one (grouped convolutions,
+    BatchNorm over all their channels, which is each one's own): input and output
+    channels are ``groups`` blocks, one per network (``GroupedEnsemble``).
     """
 
     def __init__(
@@ -377,9 +415,21 @@ class Skip(Prior):
         *,
         z_size: int | None = None,
         anisotropy: float = 1.0,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.groups = groups
+        # What a grouped copy (GroupedEnsemble) is built from.
+        self.config = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "width": width,
+            "levels": levels,
+            "skip": skip,
+            "z_size": z_size,
+            "anisotropy": anisotropy,
+        }
         xy_multiple, xy_min = 2**levels, 2 ** (levels + 1)
         if z_size is None:
             strides: tuple[int | None, ...] = (None,) * levels
@@ -396,9 +446,13 @@ class Skip(Prior):
         inner = None
         for level in reversed(range(levels)):
             c_in = in_channels if level == 0 else width
-            inner = _Hourglass(c_in, width, width, skip, inner, z_stride=strides[level], z_kernel=z_kernel)
+            inner = _Hourglass(
+                c_in, width, width, skip, inner, z_stride=strides[level], z_kernel=z_kernel, groups=groups
+            )
         self.body = inner
-        self.head = nn.Sequential(_conv(width, out_channels, 1, dims=2 if z_size is None else 3), nn.Sigmoid())
+        self.head = nn.Sequential(
+            _conv(width, out_channels, 1, dims=2 if z_size is None else 3, groups=groups), nn.Sigmoid()
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z))
@@ -679,3 +733,53 @@ class Ensemble(nn.Module):
         params = dict(zip(self._param_names, self.stacked, strict=True))
         buffers = {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self._buffer_names)}
         return vmap(self._member, in_dims=(0, 0, 0))(params, buffers, z)
+
+
+class GroupedEnsemble(Prior):
+    """``members`` skip networks side by side in one grouped network (``Skip(groups=M)``):
+    every convolution a grouped one, the members' channels in blocks.
+
+    The same members as ``Ensemble`` (member ``k`` computes what ``nets[k]`` alone would),
+    without ``vmap``, so that its tensors may be channels-last: on CPU oneDNN's grouped
+    convolutions are ~2x faster so (2 members of 36 to 32 channels at 96², forward and
+    back: 19.8 against 41.9 ms), where vmap's take the plain layout. Input
+    ``(M, C, *canvas)``, output ``(M, C', *canvas)``; ``arrange`` lays an input out as
+    the network wants it, channels-last with the members' channels side by side.
+    """
+
+    def __init__(self, nets: list[Prior]) -> None:
+        super().__init__()
+        first = nets[0]
+        if not all(isinstance(n, Skip) and n.spatial_dims == 2 and n.groups == 1 for n in nets):
+            raise ValueError("a grouped ensemble takes 2-D skip-family networks only")
+        if any(n.config != first.config for n in nets):
+            raise ValueError("the members of a grouped ensemble must be the same network")
+        self.members = len(nets)
+        for name in ("in_channels", "spatial_dims", "multiple", "min_size", "input_stride"):
+            setattr(self, name, getattr(first, name))
+        self.out_channels = first.config["out_channels"]
+        with torch.device("meta"):
+            grouped = Skip(**first.config, groups=self.members)
+        self.grouped = grouped.to_empty(device="cpu")
+        states = [n.state_dict() for n in nets]
+        # A grouped layer's weights are its groups' stacked along the first axis.
+        joined = {
+            key: value if value.dim() == 0 else torch.cat([s[key] for s in states]) for key, value in states[0].items()
+        }
+        self.grouped.load_state_dict(joined)
+
+    @staticmethod
+    def suits(nets: list[Prior], device: torch.device) -> bool:
+        """Whether ``nets`` on ``device`` should be fitted as a ``GroupedEnsemble``: 2-D
+        skip-family networks on CPU (on CUDA vmap's grouped convolutions are measured)."""
+        return device.type == "cpu" and all(isinstance(n, Skip) and n.spatial_dims == 2 for n in nets)
+
+    def arrange(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` (M, C, h, w) in the layout whose flattening is the network's channels-last
+        input: memory in (h, w, M, C) order."""
+        out = torch.empty((*z.shape[2:], *z.shape[:2]), dtype=z.dtype, device=z.device).permute(2, 3, 0, 1)
+        return out.copy_(z)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.grouped(z.flatten(0, 1)[None])  # a view for an arranged z
+        return y[0].unflatten(0, (self.members, self.out_channels))
