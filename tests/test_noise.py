@@ -134,6 +134,28 @@ def test_cli_prints_the_noise_model(tmp_path, capsys):
     assert "noise: Poisson–Gaussian, gain 2 counts/photon, offset 100" in capsys.readouterr().err
 
 
+def test_automatic_ensemble_is_two_networks_for_small_images_on_a_cpu():
+    """On a CPU "auto" fits two members where a fit is small (pixels x width² up to
+    256² x 32²), one for larger images, volumes, other networks and other tasks; four on CUDA."""
+    from napari_dip.fit import default_ensemble
+
+    cpu = torch.device("cpu")
+    assert default_ensemble(cpu, 256 * 256, 32) == 2
+    assert default_ensemble(cpu, 257 * 256, 32) == 1
+    assert default_ensemble(cpu, 64 * 64, 128) == 2 and default_ensemble(cpu, 96 * 96, 128) == 1
+    assert default_ensemble(cpu, 64 * 64, 32, volumetric=True) == 1
+    assert default_ensemble(cpu, 64 * 64, 32, network="unet") == 1
+    assert default_ensemble(torch.device("cuda"), 64 * 64, 32) == 4
+    small = np.random.default_rng(0).integers(90, 110, (48, 48)).astype(np.uint16)
+    assert prepare("denoise", small, width=8, device="cpu").schedule.options["ensemble"] == 2
+    assert prepare("denoise", small, width=8, device="cpu", ensemble=1).schedule.options["ensemble"] == 1
+    known = np.zeros(small.shape, bool)
+    known[:4] = True
+    assert prepare("inpaint", small, mask=known, width=8, device="cpu").schedule.options["ensemble"] == 1
+    large = np.zeros((300, 300), np.uint16)
+    assert prepare("denoise", large, width=32, device="cpu").schedule.options["ensemble"] == 1
+
+
 def test_ensemble_members_are_the_networks_they_stack():
     nets = [seeded_network("skip", 8, 1, 8, seed) for seed in (3, 5)]
     z = torch.rand(2, 8, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -74,7 +74,8 @@ def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     assert tuple(out.scale) == (0.5, 0.25) and tuple(out.translate) == (10, -3)
     assert out.metadata["um"] == 1 and tuple(out.contrast_limits) == tuple(layer.contrast_limits)
     # What the fit assumed travels with the result; the input's metadata is left as it was.
-    assert out.metadata["napari_dip"]["task"] == "denoise" and out.metadata["napari_dip"]["ensemble"] == 1
+    # A small image on a CPU: two networks by default (fit.default_ensemble).
+    assert out.metadata["napari_dip"]["task"] == "denoise" and out.metadata["napari_dip"]["ensemble"] == 2
     assert out.metadata["napari_dip"]["noise"]["kind"] in ("gaussian", "poisson")
     assert out.metadata["napari_dip"]["dtype"] == out.data.dtype.name == data.dtype.name
     assert layer.metadata == {"um": 1}

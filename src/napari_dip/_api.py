@@ -326,7 +326,6 @@ def prepare(
     _check_tile_size(tile_size)
     check_noise(task, noise, gain, offset)
     device = resolve_device(device)
-    members = _ensemble(task, ensemble, device)
     spatial_dims = 3 if volumetric else 2
     anisotropy = _anisotropy(spacing, bool(volumetric))
     rule, iterations = _stopping(task, stopping, iterations, int(scale) if task == "super-resolve" else 4)
@@ -334,6 +333,8 @@ def prepare(
     data, masked = _unmask(image, name)
     user = as_image(data, name)
     standard, layout = _standard(user, channel_axis, spatial_dims, name)
+    pixels = math.prod(standard.shape[-2:])  # per plane
+    members = _ensemble(task, ensemble, device, pixels, width, network, bool(volumetric))
     rgb = layout.channel_axis == user.ndim - 1 and layout.channels in (3, 4)
     requested = _requested_dtype(dtype, user.dtype)
     # A masked array's masked values are not data: missing for inpainting, else left out
@@ -552,13 +553,16 @@ def check_noise(task: str, noise: object, gain: object, offset: object) -> None:
         raise ValueError("noise, gain and offset apply to denoising only")
 
 
-def _ensemble(task: str, ensemble: object, device: torch.device) -> int:
-    """The number of ensemble members: ``ensemble``, or for "auto" the device's default
-    for denoising (``fit.default_ensemble``) and 1 for the other tasks."""
+def _ensemble(
+    task: str, ensemble: object, device: torch.device, pixels: int, width: int, network: str, volumetric: bool
+) -> int:
+    """The number of ensemble members: ``ensemble``, or for "auto" the default for
+    denoising on ``device`` (``fit.default_ensemble``: on a CPU it depends on the size of
+    a plane and the width) and 1 for the other tasks."""
     from .fit import MAX_ENSEMBLE, default_ensemble
 
     if ensemble == "auto":
-        return default_ensemble(device) if task == "denoise" else 1
+        return default_ensemble(device, pixels, width, network, volumetric) if task == "denoise" else 1
     if isinstance(ensemble, bool) or not isinstance(ensemble, numbers.Integral):
         raise TypeError(f"ensemble must be an integer or 'auto', got {ensemble!r}")
     if not 1 <= ensemble <= MAX_ENSEMBLE:
@@ -741,7 +745,9 @@ def denoise(
         Fit this many networks (own weights and input each) at once, in one batched
         call, each stopped on its own; the result is their mean, which is sharper and
         less noisy than any one of them. "auto": the device's default
-        (``napari_dip.fit.default_ensemble``).
+        (``napari_dip.fit.default_ensemble``): 4 on CUDA; on a CPU 2 for small 2-D
+        skip-network fits (pixels per plane x width² up to 256² x 32², twice the
+        time of one network), else 1.
     {common}
 
     Returns

@@ -77,7 +77,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         type=_int_or_auto("networks"),
         default="auto",
         help="fit N networks at once (one batched call) and average them (default auto: "
-        "the device's default for denoising, 1 otherwise)",
+        "for denoising 4 on CUDA, 2 on a CPU for small images (256² at width 32), else 1)",
     )
     parser.add_argument(
         "--dtype",

@@ -209,10 +209,29 @@ def resolve_precision(precision: str, device: torch.device, width: int = 128) ->
 
 #: Ensemble members ``ensemble="auto"`` fits, per device type, for denoising.
 DEFAULT_ENSEMBLE = {"cpu": 1, "mps": 1, "cuda": 4}
+#: On a CPU, small 2-D skip-network fits take this many members instead: two members
+#: (one grouped network) cost 2.0-2.2x one and added 0.25 dB on average on the photon
+#: benchmark's check split (BENCHMARKS.md).
+SMALL_CPU_ENSEMBLE = 2
+#: "Small": pixels per plane x width² up to this (256² at width 32, 64² at width 128),
+#: where two members on a 2-core CPU take minutes, not hours.
+SMALL_CPU_WORK = 256**2 * 32**2
 
 
-def default_ensemble(device: torch.device) -> int:
-    """The members an automatic ensemble has on ``device`` (``DEFAULT_ENSEMBLE``)."""
+def default_ensemble(
+    device: torch.device, pixels: int | None = None, width: int = 128, network: str = "skip", volumetric: bool = False
+) -> int:
+    """The members an automatic ensemble has on ``device`` (``DEFAULT_ENSEMBLE``); on a
+    CPU ``SMALL_CPU_ENSEMBLE`` for a 2-D skip-family fit of ``pixels`` per plane whose
+    work (pixels x width²) is at most ``SMALL_CPU_WORK``."""
+    if (
+        device.type == "cpu"
+        and pixels is not None
+        and not volumetric
+        and network in ("skip", "encoder-decoder")
+        and pixels * width**2 <= SMALL_CPU_WORK
+    ):
+        return SMALL_CPU_ENSEMBLE
     return DEFAULT_ENSEMBLE.get(device.type, 1)
 
 
@@ -436,7 +455,8 @@ class Fit:
         convolutions make a step 1.5x faster (BENCHMARKS.md), and float32 elsewhere.
     ensemble : int
         Members: this many networks with their own seeds (weights and z) fitted at
-        once in one batched call (``networks.Ensemble``); each keeps its own averaged
+        once in one batched call (skip networks on CPU: ``networks.GroupedEnsemble``, one
+        grouped channels-last network; else ``networks.Ensemble``); each keeps its own averaged
         output and stopping point, and the result is their mean. 1: a single network.
     cuda_graph : bool
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
