@@ -19,7 +19,8 @@ FAST = ["--width", "16", "--device", "cpu", "--quiet"]
 
 def test_denoise_png_round_trip(tmp_path, camera64, noisy_camera, capsys):
     iio.imwrite(tmp_path / "noisy.png", noisy_camera)
-    assert main(["denoise", str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), "--iterations", "300", *FAST]) == 0
+    argv = ["denoise", str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), "--iterations", "300", "--ensemble", "1"]
+    assert main([*argv, *FAST]) == 0
     out = iio.imread(tmp_path / "out.png")
     assert out.shape == noisy_camera.shape and out.dtype == np.uint8
     assert psnr(out, camera64) > psnr(noisy_camera, camera64) + 3
@@ -129,6 +130,7 @@ def test_console_script_runs_and_reports_errors_without_traceback(tmp_path):
 def test_example_writes_a_before_after_png(tmp_path, capsys):
     out = tmp_path / "example.png"
     argv = ["example", "--output", str(out), "--iterations", "300", "--width", "32", "--device", "cpu", "--quiet"]
+    argv += ["--ensemble", "1"]
     assert main(argv) == 0
     panel = iio.imread(out)
     assert panel.shape == (128, 3 * 128 + 16, 3)

@@ -86,7 +86,7 @@ def test_tiny_images_fall_back_to_the_plain_loss():
 
 def test_denoise_reports_its_noise_model_and_restores_photon_counts():
     truth, counts = photon_image(30, 2.0, 100, read=1.5, size=64)
-    job = prepare("denoise", counts, width=16, device="cpu", iterations=400, stopping=None, noise="poisson")
+    job = prepare("denoise", counts, width=16, device="cpu", iterations=400, stopping=None, noise="poisson", ensemble=1)
     assert job.noise.kind == "poisson" and "Poisson" in job.noise.describe()
     assert job.value_map.noise is job.noise  # the fit runs on the stabilised image
     restored = job.run()
@@ -131,7 +131,9 @@ def test_cli_prints_the_noise_model(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "in.tif", counts)
     args = ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--iterations", "2"]
     assert main([*args, "--width", "8", "--device", "cpu", "--quiet", "--gain", "2", "--offset", "100"]) == 0
-    assert "noise: Poisson–Gaussian, gain 2 counts/photon, offset 100" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "noise: Poisson–Gaussian, gain 2 counts/photon, offset 100" in err
+    assert "ensemble: 2 networks" in err  # a small image on a CPU (fit.default_ensemble)
 
 
 def test_automatic_ensemble_is_two_networks_for_small_images_on_a_cpu():
@@ -213,7 +215,7 @@ def test_counts_coarser_than_photons_come_back_as_float32():
     levels costs PSNR, so denoise returns float32 and says why; with noise of tens of
     counts (and under dtype="input") the input's uint16 stays."""
     truth, counts = photon_image(6, 0.5, 100, read=1.0, size=64)
-    options = {"width": 8, "device": "cpu", "iterations": 300, "stopping": None}
+    options = {"width": 8, "device": "cpu", "iterations": 300, "stopping": None, "ensemble": 1}
     job = prepare("denoise", counts, **options)
     assert job.noise.kind == "poisson" and job.noise.gain < 1
     assert "float32 output: the noise is fine" in job.float_reason

@@ -11,7 +11,10 @@ from napari_dip import _api, memory
 from napari_dip._convert import robust_range, standardize
 from napari_dip.schedule import Schedule, plan_tiles, tile_starts, tile_weights
 
+# One network where a test is about planes, tiles and values and fits for long (the
+# default ensemble, two networks for small images on a CPU, doubles the time).
 FAST = {"width": 16, "device": "cpu"}
+DENOISE = {**FAST, "ensemble": 1}
 
 
 def blobs(shape=(64, 64), seed=0, n=6, sigma=4.0):
@@ -66,7 +69,7 @@ def test_any_layout_maps_to_planes_and_back_exactly(shape, channel_axis, dims, s
 
 def test_stack_keeps_shape_and_every_plane_gains():
     clean, noisy = photon_stack()
-    out = napari_dip.denoise(noisy, iterations=250, **FAST)
+    out = napari_dip.denoise(noisy, iterations=250, **DENOISE)
     assert out.shape == noisy.shape and out.dtype == np.float32  # dim counts: rounding would cost
     assert napari_dip.denoise(noisy, iterations=2, dtype="input", **FAST).dtype == np.uint16
     for p in range(len(clean)):
@@ -84,10 +87,10 @@ def test_warm_start_starts_each_plane_from_the_previous_planes_weights():
                 return fit.output.detach()[(0, 0, *fit.output_region)].numpy()
         raise AssertionError("plane not reached")
 
-    warm = _api.prepare("denoise", noisy, iterations=150, **FAST)
+    warm = _api.prepare("denoise", noisy, iterations=150, **DENOISE)
     warm_start = first_output(warm, 1)
     restored0 = warm.schedule.result()[0, 0]
-    cold = _api.prepare("denoise", noisy[1:], iterations=2, **FAST)
+    cold = _api.prepare("denoise", noisy[1:], iterations=2, **DENOISE)
     cold_start = first_output(cold, 0)
     # Plane 1 starts where plane 0 ended: its first output already looks like the image.
     assert np.abs(warm_start - restored0).mean() < 0.5 * np.abs(cold_start - restored0).mean()
@@ -110,7 +113,7 @@ def test_a_stopped_stack_keeps_finished_planes_and_zeroes_the_rest():
 def test_time_lapse_of_z_stacks_and_channels_first():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 1000, (2, 3, 2, 16, 16), dtype=np.uint16)  # T, Z, C, Y, X
-    out = napari_dip.denoise(image, channel_axis=2, iterations=2, **FAST)
+    out = napari_dip.denoise(image, channel_axis=2, iterations=2, **DENOISE)
     assert out.shape == image.shape and out.dtype == image.dtype
 
 
@@ -180,8 +183,8 @@ def test_hot_pixels_do_not_squash_the_signal_and_spots_are_not_clipped():
     hot[where] = 65535
     quiet = np.ones(clean.shape, bool)
     quiet[where] = False
-    plain = napari_dip.denoise(noisy, iterations=250, **FAST)
-    with_hot = napari_dip.denoise(hot, iterations=250, **FAST)
+    plain = napari_dip.denoise(noisy, iterations=250, **DENOISE)
+    with_hot = napari_dip.denoise(hot, iterations=250, **DENOISE)
     before = psnr(noisy[quiet], clean[quiet], peak(clean))
     assert psnr(with_hot[quiet], clean[quiet], peak(clean)) > before + 3
     # As good as without the hot pixels, which are gone (filled in from their neighbours).
@@ -195,7 +198,7 @@ def test_channels_of_different_ranges_are_mapped_each_on_its_own():
     clean = gains * photons
     noisy = np.clip(gains * np.random.default_rng(0).poisson(photons), 0, 65535).astype(np.uint16)
     assert noisy[0].max() < 1000 < 20_000 < noisy[1].max()
-    out = napari_dip.denoise(noisy, channel_axis=0, iterations=250, **FAST)
+    out = napari_dip.denoise(noisy, channel_axis=0, iterations=250, **DENOISE)
     for c in range(2):
         assert psnr(out[c], clean[c], peak(clean[c])) > psnr(noisy[c], clean[c], peak(clean[c])) + 3, c
 
@@ -217,8 +220,8 @@ def test_tile_plan_covers_the_image_with_equal_overlapping_tiles():
 def test_tiles_blend_without_seams_at_about_whole_image_quality():
     clean = blobs((96, 96), seed=2, n=12, sigma=5) * 200
     noisy = (clean + np.random.default_rng(0).normal(0, 20, clean.shape)).astype(np.float32)
-    whole = napari_dip.denoise(noisy, iterations=200, **FAST)
-    job = _api.prepare("denoise", noisy, tile_size=48, iterations=200, **FAST)
+    whole = napari_dip.denoise(noisy, iterations=200, **DENOISE)
+    job = _api.prepare("denoise", noisy, tile_size=48, iterations=200, **DENOISE)
     tiled = job.run()
     assert len(job.schedule.tiles) == 9
     error = np.abs(tiled - clean)
@@ -250,13 +253,13 @@ def test_a_huge_image_is_refused_at_once_with_the_estimate_and_advice():
 
 def test_tile_size_auto_tiles_only_when_the_whole_would_not_fit(monkeypatch):
     image = np.random.default_rng(0).random((96, 96)).astype(np.float32)
-    assert _api.prepare("denoise", image, tile_size="auto", iterations=1, **FAST).schedule.tiles.__len__() == 1
+    assert _api.prepare("denoise", image, tile_size="auto", iterations=1, **DENOISE).schedule.tiles.__len__() == 1
     whole = memory.estimate_fit_bytes("skip", 16, 32, 1, (128, 128), "cpu")
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": int(whole / memory.SAFETY * 0.7))
     monkeypatch.setattr(_api, "CRUDE_BYTES_PER_PIXEL_CHANNEL", 0)
     with pytest.raises(MemoryError, match="tile_size="):
-        _api.prepare("denoise", image, iterations=1, **FAST)
-    job = _api.prepare("denoise", image, tile_size="auto", iterations=1, **FAST)
+        _api.prepare("denoise", image, iterations=1, **DENOISE)
+    job = _api.prepare("denoise", image, tile_size="auto", iterations=1, **DENOISE)
     assert len(job.schedule.tiles) > 1
     assert job.run().shape == image.shape
 

@@ -387,6 +387,8 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
     schedule = job.schedule
     if job.noise is not None:
         print(f"noise: {job.noise.describe()}", file=sys.stderr)
+    if schedule.options.get("ensemble", 1) > 1:
+        print(f"ensemble: {schedule.options['ensemble']} networks, their results averaged", file=sys.stderr)
     if job.float_reason is not None:
         print(job.float_reason, file=sys.stderr)
     progress = _Progress(args.quiet, interrupts)

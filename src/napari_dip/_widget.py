@@ -382,7 +382,9 @@ class DeepImagePriorWidget(QWidget):
         device = schedule.options.get("device", self.device.value)
         what = f" {output.planes} {output.unit}s" if output.planes > 1 else ""
         noise = f"; noise: {job.noise.describe()}" if job.noise is not None else ""
-        self.status.value = f"starting{what} on {device} …{noise}"
+        members = schedule.options.get("ensemble", 1)
+        ensemble = f" ({members} networks)" if members > 1 else ""
+        self.status.value = f"starting{what} on {device}{ensemble} …{noise}"
         self._watch_window()
         worker.start()
 
