@@ -142,10 +142,13 @@ def test_z_stack_tiff_is_restored_plane_by_plane(tmp_path, capsys):
     rng = np.random.default_rng(0)
     stack = rng.integers(100, 2000, (3, 24, 24), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "zstack.tif", stack)  # a plain (Z, Y, X) TIFF, no metadata
-    assert main(["denoise", str(tmp_path / "zstack.tif"), str(tmp_path / "out.tif"), "--iterations", "2", *FAST]) == 0
+    argv = ["denoise", str(tmp_path / "zstack.tif"), str(tmp_path / "out.tif"), "--iterations", "2"]
+    assert main([*argv, "--width", "16", "--device", "cpu"]) == 0  # not quiet: the bar is checked
     out = tifffile.imread(tmp_path / "out.tif")
     assert out.shape == stack.shape and out.dtype == np.uint16
-    assert "restored 3 of 3 planes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "restored 3 of 3 planes" in err
+    assert "3/3" in err and "4plane" not in err  # the bar counts each finished plane once
 
 
 def test_ome_tiff_axes_decide_and_survive_a_volumetric_run(tmp_path):

@@ -337,7 +337,7 @@ class _Progress:
                     ("tile" if step.tiles > 1 else "plane") if stack else "it",
                 )
             if stack:
-                self.bar.update(step.done + (record.iteration >= record.iterations) - self.bar.n)
+                self.bar.update(step.done - self.bar.n)  # done counts the unit this record ends
                 self.bar.set_postfix_str(f"{step.unit + 1}/{step.units} it {record.iteration}", refresh=False)
             else:
                 if self.bar.total != record.iterations:
