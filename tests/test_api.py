@@ -6,6 +6,7 @@ from skimage.transform import resize
 
 import napari_dip
 from conftest import FAST, psnr
+from napari_dip._api import prepare
 from napari_dip.fit import Progress
 
 
@@ -186,12 +187,30 @@ MASK[4:8, 4:8] = True
         (lambda: napari_dip.flash_no_flash(GOOD, np.zeros((16, 17), np.uint8)), ValueError, "differ in size"),
         (lambda: napari_dip.flash_no_flash(GOOD, GOOD, network="deep-decoder"), ValueError, "no image input"),
         (lambda: napari_dip.denoise(GOOD, stopping="patience"), ValueError, "unknown stopping rule"),
+        (lambda: napari_dip.denoise(GOOD, tv=-0.1), ValueError, "tv must be >= 0"),
+        (lambda: napari_dip.denoise(GOOD, tv="strong"), TypeError, "tv must be a number"),
+        (lambda: napari_dip.denoise(GOOD, tv=True), TypeError, "tv must be a number"),
+        (lambda: prepare("inpaint", GOOD, mask=np.eye(16), tv=0.3), ValueError, "denoising only"),
         (lambda: napari_dip.super_resolve(GOOD, 2, stopping="validation"), ValueError, "one frame"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_total_variation_keeps_an_overfitting_fit_flat():
+    """Run far past the best iteration, the paper's loss fits the noise back; the TV term
+    (in noise stds, from the measured noise) holds flat regions flat."""
+    rng = np.random.default_rng(0)
+    clean = np.full((48, 48), 0.2)
+    clean[12:36, 8:30] = 0.8
+    clean[30:44, 26:44] = 0.5
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    runs = {tv: napari_dip.denoise(noisy, iterations=600, stopping=None, tv=tv, ensemble=1, **FAST) for tv in (0, 0.3)}
+    gain = {tv: psnr(out, clean, 1.0) - psnr(noisy, clean, 1.0) for tv, out in runs.items()}
+    assert gain[0.3] >= gain[0] + 1.0, gain
+    assert np.isfinite(runs[0.3]).all() and runs[0.3].dtype == np.float32
 
 
 def test_every_network_runs_through_the_api(noisy_camera):

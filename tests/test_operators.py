@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dip.operators import Identity, LanczosDownsample, Mask, data_loss, lanczos2_taps
+from napari_dip.operators import Identity, LanczosDownsample, Mask, data_loss, lanczos2_taps, total_variation
 
 
 def paper_kernel(factor: int) -> np.ndarray:
@@ -111,3 +111,14 @@ def test_mask_dims_must_match_region():
         Mask(torch.ones(3, 8, 8), (slice(0, 8), slice(0, 8)))
     with pytest.raises(ValueError, match="mask"):
         Mask(torch.ones(8), (slice(0, 8),))
+
+
+def test_total_variation_counts_edges_per_axis_over_their_spacing():
+    flat = torch.full((2, 1, 8, 8), 0.3)
+    assert float(total_variation(flat, (1.0, 1.0))) == 0.0
+    step = torch.zeros(1, 1, 8, 8)
+    step[..., 4:] = 1.0  # one vertical edge: 8 of the 8 x 7 horizontal differences are 1
+    assert float(total_variation(step, (1.0, 1.0))) == pytest.approx(8 / 56)
+    volume = torch.zeros(1, 1, 4, 8, 8)
+    volume[:, :, 2:] = 1.0  # an edge between planes 2 Z-steps of 3 pixels apart
+    assert float(total_variation(volume, (3.0, 1.0, 1.0))) == pytest.approx((64 / 192) / 3)

@@ -55,6 +55,7 @@ def test_fine_photon_noise_lands_as_float32_and_the_status_says_why(dock, qtbot)
     widget.reset_choices()
     run(qtbot, widget)
     assert viewer.layers["dim denoised"].data.dtype == np.float32
+    assert viewer.layers["dim denoised"].metadata["napari_dip"]["tv_weight"] > 0  # photon data: TV on
     assert "float32 output: the noise is fine" in widget.status.value
     widget.dtype.value = "input"
     run(qtbot, widget)
@@ -78,6 +79,7 @@ def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     assert out.metadata["napari_dip"]["task"] == "denoise" and out.metadata["napari_dip"]["ensemble"] == 2
     assert out.metadata["napari_dip"]["noise"]["kind"] in ("gaussian", "poisson")
     assert out.metadata["napari_dip"]["dtype"] == out.data.dtype.name == data.dtype.name
+    assert out.metadata["napari_dip"]["tv_weight"] == 0  # too small to measure its noise: no TV weight
     assert layer.metadata == {"um": 1}
     np.testing.assert_array_equal(layer.data, original)
     assert "cells denoised (preview)" not in [lay.name for lay in viewer.layers]

@@ -293,13 +293,14 @@ def prepare(
     noise: str = "auto",
     gain: float | None = None,
     offset: float | None = None,
+    tv: float | str = "auto",
     ensemble: int | str = "auto",
     dtype: object = None,
 ) -> Job:
     """Validate the inputs of ``task`` and plan its fits; ``image`` is the measured image
     (the no-flash image for flash/no-flash). The napari widget, the CLI and the
     functions below use it."""
-    from .fit import TASKS, photon_options, resolve_device
+    from .fit import DENOISE_TV, TASKS, photon_options, resolve_device, tv_weight
     from .schedule import Schedule
 
     if task not in TASKS:
@@ -325,6 +326,7 @@ def prepare(
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     _check_tile_size(tile_size)
     check_noise(task, noise, gain, offset)
+    strength = tv_strength(task, tv)
     device = resolve_device(device)
     spatial_dims = 3 if volumetric else 2
     anisotropy = _anisotropy(spacing, bool(volumetric))
@@ -403,6 +405,9 @@ def prepare(
         noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
         if math.isfinite(noise_std):
             options.update(photon_options(noise_std / float(np.mean(vmap.scale)), rule))
+            # Photon-limited images gain from the TV term; natural images' texture loses
+            # (BENCHMARKS.md, "Total variation for photon-limited images").
+            strength = DENOISE_TV if strength is None else strength
     unit = vmap.to_unit(standard, axis=1)
     # Values outside the robust range are isolated outliers (hot or dead pixels; the
     # range holds every pixel a neighbour backs up): left out of the loss, as missing
@@ -416,8 +421,12 @@ def prepare(
     np.clip(unit, 0.0, 1.0, out=unit)
     if known is not None:
         np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter
-    if model is not None and rule is not None:
-        options["noise_variance"] = _noise_variance(standard, known, model, vmap)
+    if model is not None:
+        variance = _noise_variance(standard, known, model, vmap)
+        if rule is not None:
+            options["noise_variance"] = variance
+        if strength:
+            options["tv"] = tv_weight(strength, variance)
     guide = None
     if flash_standard is not None:
         check_finite(flash_standard, "flash")
@@ -551,6 +560,20 @@ def check_noise(task: str, noise: object, gain: object, offset: object) -> None:
     check_options(noise, gain, offset)
     if task != "denoise" and (noise != "auto" or gain is not None or offset is not None):
         raise ValueError("noise, gain and offset apply to denoising only")
+
+
+def tv_strength(task: str, tv: object) -> float | None:
+    """The total-variation strength in noise stds: ``tv`` checked; None for "auto"
+    (denoising decides per image: ``fit.DENOISE_TV`` under the photon settings, else 0)."""
+    if isinstance(tv, str) and tv == "auto":
+        return None
+    if isinstance(tv, bool) or not isinstance(tv, numbers.Real):
+        raise TypeError(f"tv must be a number of noise stds or 'auto', got {tv!r}")
+    if not 0 <= tv < math.inf:
+        raise ValueError(f"tv must be >= 0 noise stds (0: no total-variation term; 0.3 is the default), got {tv!r}")
+    if tv and task != "denoise":
+        raise ValueError("tv applies to denoising only")
+    return float(tv)
 
 
 def _ensemble(
@@ -713,6 +736,7 @@ def denoise(
     noise: str = "auto",
     gain: float | None = None,
     offset: float | None = None,
+    tv: float | str = "auto",
     ensemble: int | str = "auto",
     dtype: object = None,
 ) -> np.ndarray:
@@ -741,6 +765,12 @@ def denoise(
     gain, offset : float, optional
         The camera's counts per photon and counts at zero light, for photon noise;
         estimated from the image when not given.
+    tv : float or "auto"
+        Weight of a total-variation term added to the loss (DIP-TV), in noise stds (the
+        measured or given noise): flatter backgrounds and cleaner edges. "auto": 0.3
+        (``napari_dip.fit.DENOISE_TV``) for photon-limited images and camera counts
+        (16-bit), which gain 0.7 dB from it in our benchmark, 0 for others (texture in
+        natural images loses); 0: the paper's loss alone.
     ensemble : int or "auto"
         Fit this many networks (own weights and input each) at once, in one batched
         call, each stopped on its own; the result is their mean, which is sharper and
@@ -778,6 +808,7 @@ def denoise(
         noise=noise,
         gain=gain,
         offset=offset,
+        tv=tv,
         ensemble=ensemble,
         dtype=dtype,
     ).run(callback)

@@ -35,7 +35,7 @@ from .networks import (
     memory_format,
     seeded_network,
 )
-from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss
+from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss, total_variation
 from .stopping import DEFAULT_RULE, Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
@@ -94,6 +94,21 @@ PHOTON_INPUT_NOISE_PER_NOISE = 0.55
 #: variance minimum (up to 350 iterations after, on textured images): the fit keeps the
 #: output where the variance has risen 10 % over its minimum (benchmarks/stopping_traces.py).
 PHOTON_RISE = 0.10
+#: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
+#: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
+#: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
+#: network) 0.3 kept 0.7 dB more than the plain loss on average, 0.1 0.5 dB, 0.6 and 1.0
+#: blurred; natural images' texture lost from it, so the API applies it under the photon
+#: settings only (BENCHMARKS.md, "Total variation for photon-limited images").
+DENOISE_TV = 0.3
+
+
+def tv_weight(strength: float, noise_variance: float) -> float:
+    """``Fit``'s ``tv`` weight for a strength in noise stds, given the noise variance in the
+    fitted [0, 1] units; 0 when the variance is unknown."""
+    if not (math.isfinite(noise_variance) and noise_variance > 0):
+        return 0.0
+    return 2.0 * strength * math.sqrt(noise_variance)
 
 
 def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str, float]:
@@ -444,6 +459,10 @@ class Fit:
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
         averaged output is that close to the noisy image, and one with a ``ceiling``
         counts no output before it is that close (``napari_dip.stopping``).
+    tv : float
+        Weight of the output's total variation (``operators.total_variation``) added to
+        the loss, in its units (the data term is a mean squared error in [0, 1] units);
+        0 leaves the paper's loss. ``tv_weight`` sets it from the noise.
     init : Checkpoint, optional
         Warm start: ``checkpoint()`` of a finished fit of the same network and
         canvas (a neighbouring plane or tile), whose weights and Adam moments
@@ -486,6 +505,7 @@ class Fit:
         stopping: str | Rule | None = None,
         rise: float | None = None,
         noise_variance: float | None = None,
+        tv: float = 0.0,
         init: Checkpoint | None = None,
         precision: str = "auto",
         ensemble: int = 1,
@@ -509,6 +529,9 @@ class Fit:
         self.ema = defaults.ema if ema is None else float(ema)
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be from 0 (no averaging) to below 1, got {ema!r}")
+        if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not 0 <= tv < math.inf:
+            raise ValueError(f"tv must be a weight >= 0 (0: no total variation term), got {tv!r}")
+        self.tv = float(tv)
         self.preview_every = None if preview_every is None else max(int(preview_every), 1)
         self.iteration = 0
         self.seed = int(np.random.SeedSequence().entropy % 2**62) if seed is None else int(seed)
@@ -522,6 +545,7 @@ class Fit:
         else:
             in_channels = input_channels(network, width)
         net_options = {} if ndim == 2 else {"spatial_dims": 3, "z_size": shape[0], "anisotropy": float(anisotropy)}
+        self._spacing = (float(anisotropy),) * (ndim - 2) + (1.0, 1.0)  # in XY pixels, for ``tv``
         # The fit's own generators, never torch's global one: seeded fits hold in any thread.
         self.precision = resolve_precision(precision, self.device, width)
         nets = [
@@ -566,6 +590,10 @@ class Fit:
             measured = measured * self._known
 
         self.rule = None if stopping is None else make_rule(stopping, rise=rise)
+        if self.tv and isinstance(stopping, str):
+            # The TV term keeps the output off the noisy image: its residual may never fall
+            # to the noise variance, and a ceiling would then let the fit run to its cap.
+            self.rule.ceiling = None
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":
@@ -686,7 +714,9 @@ class Fit:
         ):
             out = self.net(z)
         self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
-        loss = data_loss(self.operator(out), self._measured)  # the mean over members too
+        loss = data = data_loss(self.operator(out), self._measured)  # the mean over members too
+        if self.tv:  # over the image's own pixels: the canvas padding is free
+            loss = data + self.tv * total_variation(out[(..., *self.output_region)], self._spacing)
         self._grads.zero_()  # every parameter's gradient is a view of this buffer
         # Summed over members instead, so that each member's gradient is that of its own fit.
         (loss * self.members if self.members > 1 else loss).backward()
@@ -694,7 +724,7 @@ class Fit:
         with torch.no_grad():
             self._ema_power.mul_(self.ema)
             self._average.lerp_(out.detach(), (1 - self.ema) / (1 - self._ema_power))  # 1 at the first step
-            self._loss.copy_(loss.detach())
+            self._loss.copy_(data.detach())  # what the records report: the data term
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
