@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from napari_dip.fit import Fit, Progress, canvas_length, resolve_device, task_defaults
+from napari_dip.stopping import ExponentialVariance
 
 
 def small_image(c=1, h=37, w=51, seed=0):
@@ -254,3 +255,14 @@ def test_a_cpu_fit_reuses_its_host_memory_instead_of_page_faulting_it_back():
     assert fit_module._host_fits == 1
     steps.close()
     assert fit_module._host_fits == 0
+
+
+def test_a_tv_fit_drops_the_residual_ceiling_and_reports_the_data_term():
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    plain = Fit("denoise", image, width=8, device="cpu", iterations=1, stopping="emv")
+    tv = Fit("denoise", image, width=8, device="cpu", iterations=1, stopping="emv", tv=0.1)
+    assert plain.rule.ceiling == ExponentialVariance.default_ceiling and tv.rule.ceiling is None
+    # The same weights and input at the first step: the records' loss is the data term alone.
+    assert next(iter(tv)).loss == pytest.approx(next(iter(plain)).loss)
+    with pytest.raises(ValueError, match="tv must be a weight"):
+        Fit("denoise", image, width=8, device="cpu", tv=-1.0)

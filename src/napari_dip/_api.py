@@ -421,7 +421,7 @@ def prepare(
     np.clip(unit, 0.0, 1.0, out=unit)
     if known is not None:
         np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter
-    if model is not None:
+    if model is not None and (rule is not None or strength):
         variance = _noise_variance(standard, known, model, vmap)
         if rule is not None:
             options["noise_variance"] = variance

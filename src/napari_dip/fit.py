@@ -589,11 +589,11 @@ class Fit:
         if self._known is not None:
             measured = measured * self._known
 
-        self.rule = None if stopping is None else make_rule(stopping, rise=rise)
-        if self.tv and isinstance(stopping, str):
-            # The TV term keeps the output off the noisy image: its residual may never fall
-            # to the noise variance, and a ceiling would then let the fit run to its cap.
-            self.rule.ceiling = None
+        # Under a TV term no residual ceiling (0: none): the term keeps the output off the noisy
+        # image, whose residual may then never fall to the noise variance (the fit would run
+        # to its cap).
+        ceiling = 0.0 if self.tv else None
+        self.rule = None if stopping is None else make_rule(stopping, rise=rise, ceiling=ceiling)
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":
