@@ -1,5 +1,6 @@
 import itertools
 import platform
+import subprocess
 import sys
 from dataclasses import astuple
 
@@ -235,26 +236,44 @@ def test_one_flat_buffer_of_parameters_steps_as_adam_over_each():
         torch.testing.assert_close(p, q, msg=name)
 
 
+_FAULTS_PER_ITERATION = """
+import contextlib, resource, sys
+import numpy as np
+from napari_dip import fit
+if sys.argv[1] == "glibc-defaults":
+    fit._host_memory_reused = lambda device: contextlib.nullcontext()
+image = np.random.default_rng(0).random((1, 96, 96)).astype(np.float32)
+steps = iter(fit.Fit("denoise", image, width=32, iterations=50, device="cpu"))
+for _ in range(5):
+    next(steps)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    next(steps)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+print(fit._host_fits)
+steps.close()
+print(fit._host_fits)
+"""
+
+
 @pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator settings")
 def test_a_cpu_fit_reuses_its_host_memory_instead_of_page_faulting_it_back():
     """glibc's defaults return each step's freed activations to the system and fault them
-    back in (~1,560 page faults per iteration here); a running fit keeps them, and the
-    settings are back at rest once its generator is closed early."""
-    import resource
+    back in (~1,300-1,700 page faults per iteration of this fit on the 2-core VM); a running
+    fit keeps them, and the settings are back at rest once its generator is closed early.
+    Both are measured in fresh processes, side by side: the count depends on the machine."""
 
-    from napari_dip import fit as fit_module
+    def run(mode: str) -> list[float]:
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PER_ITERATION, mode], capture_output=True, text=True, check=True
+        )
+        return [float(line) for line in done.stdout.split()]
 
-    image = np.random.default_rng(0).random((1, 96, 96)).astype(np.float32)
-    steps = iter(Fit("denoise", image, width=32, iterations=50, device="cpu"))
-    for _ in range(5):
-        next(steps)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        next(steps)
-    assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10 < 100
-    assert fit_module._host_fits == 1
-    steps.close()
-    assert fit_module._host_fits == 0
+    defaults, (kept, running, closed) = run("glibc-defaults")[0], run("kept")
+    if defaults < 200:
+        pytest.skip(f"glibc's defaults fault only {defaults:.0f} pages per iteration on this machine")
+    assert kept < defaults / 4, (kept, defaults)
+    assert (running, closed) == (1, 0)
 
 
 def test_a_tv_fit_drops_the_residual_ceiling_and_reports_the_data_term():
