@@ -34,6 +34,7 @@ def variance_minimum(
     growth: float | None = None,
     growth_key: str = "wmv100",
     ceiling: float | None = None,
+    gate: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -45,8 +46,9 @@ def variance_minimum(
     ``growth`` times its lowest, keeping this output with ``rise``, else as the floor
     does; with ``ceiling`` (and no ``rise``), no statistic counts while the residual
     (the nearest record) is above ``ceiling`` times the variance, and the patience counts
-    from the last such iteration. Without these: the fit ends ``patience`` iterations
-    after the best."""
+    from the last such iteration; ``gate`` is such a ceiling that also holds back the
+    ``rise`` and the ``growth`` (the photon settings). Without these: the fit ends
+    ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
@@ -54,9 +56,11 @@ def variance_minimum(
         windowed = _series(trace, growth_key) if growth is not None else None
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         for i, s in enumerate(stat, start=1):
-            if ceiling is not None and rise is None:
-                if ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling:
-                    s, since = np.inf, max(since, i)
+            limit = gate if gate is not None else (ceiling if rise is None else None)
+            if limit is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > limit:
+                s, since = np.inf, max(since, i)
+                if gate is not None:
+                    continue
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
             if windowed is not None and np.isfinite(windowed[i - 1]):
@@ -70,7 +74,7 @@ def variance_minimum(
             best = min(best, s)
             if i % CHECK == 0 and i - max(kept, since) >= patience:
                 return kept, i
-        return kept, len(stat)
+        return (kept or len(stat)), len(stat)  # no best: the fit returns its last average
 
     return rule
 

@@ -45,15 +45,15 @@ def _windowed(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def run_case(
-    case: quality.Case, size: int, iterations: int, watch: str = "emv", settings: str = "default"
+    case: quality.Case, size: int, iterations: int, watch: str = "emv", settings: str = "default", ensemble: int = 1
 ) -> dict[str, Any]:
-    import torch
-
     from napari_dip.fit import photon_options
     from napari_dip.stopping import make_rule
 
     clean, noisy = quality.make(case, size)
-    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
+    # One network: each member of an ensemble stops by its own statistic, so a single
+    # network's trace is what the rule sees (the mean of two members' would smooth it).
+    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", ensemble=ensemble)
     # The rule only watches. "validation" leaves its pixels out of the loss: another fit.
     rule = make_rule(watch, patience=10**9, floor=0, growth=0, ceiling=0)  # replayed from the records
     job.schedule.options.update(iterations=iterations, stopping=rule)
@@ -68,44 +68,130 @@ def run_case(
         job.schedule.options["ema"] = photon_options(relative, None)["ema"]
     level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
     expected = model.variance_at(float(level.mean()))  # the variance is linear in the level
-    rng = np.random.default_rng(0)
-    raw: list[np.ndarray] = []
-    psnr, residual = [], []
-    index = last = None
+    recorder = _Recorder(job, lambda restored: quality.psnr(case, clean, restored), user_noisy)
     start = time.perf_counter()
     for step in job.schedule:
-        fit = job.fit if job.fit is not None else last  # the schedule lets go of a finished fit
+        recorder.add(job.fit if job.fit is not None else recorder.fit, step.record.iteration)
+    return recorder.row(
+        watch,
+        case=case.name,
+        split=case.split,
+        kind=case.kind,
+        size=size,
+        noise=model.as_dict(),
+        relative_noise=round(relative, 5),
+        settings=applied if settings == "default" else settings,
+        ensemble=ensemble,
+        tv=job.schedule.options.get("tv", 0.0),
+        expected_residual=expected,
+        seconds=round(time.perf_counter() - start, 1),
+    )
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+    return [float(f"{v:.6g}") if np.isfinite(v) else None for v in values]
+
+
+class _Recorder:
+    """One fit's trace: sampled raw outputs every iteration, and every ``EVERY`` iterations
+    the PSNR of its averaged output (``score`` of it in the user's units) and its mean
+    squared residual against ``user_noisy`` (where ``quiet``: hot pixels left out)."""
+
+    def __init__(self, job: Any, score: Any, user_noisy: np.ndarray, quiet: np.ndarray | None = None) -> None:
+        self.job, self.score, self.user_noisy = job, score, user_noisy
+        self.quiet = np.ones(user_noisy.shape, bool) if quiet is None else quiet
+        self.fit: Any = None  # the schedule lets go of a finished fit: keep it here
+        self.raw: list[np.ndarray] = []
+        self.psnr: list[float] = []
+        self.residual: list[float] = []
+        self._index = None
+
+    def add(self, fit: Any, iteration: int) -> None:
+        import torch
+
         with torch.no_grad():
             out = fit.output[0][(slice(None), *fit.output_region)].reshape(-1)
-            if index is None:
-                index = torch.from_numpy(rng.choice(out.numel(), min(SAMPLES, out.numel()), replace=False))
-            raw.append(out[index].numpy().copy())
-            if step.record.iteration % EVERY == 0:
+            if self._index is None:
+                rng = np.random.default_rng(0)
+                self._index = torch.from_numpy(rng.choice(out.numel(), min(SAMPLES, out.numel()), replace=False))
+            self.raw.append(out[self._index].numpy().copy())
+            if iteration % EVERY == 0:
                 avg = fit.average[(slice(None), slice(None), *fit.output_region)].float().mean(dim=0).numpy()
-                restored = job.plane_to_user(avg).astype(np.float64)
-                psnr.append(round(quality.psnr(case, clean, restored), 4))
-                residual.append(float(np.mean((restored - user_noisy) ** 2)))
-        last = fit
-    seconds = time.perf_counter() - start
-    values = np.asarray(raw, np.float64)
-    return {
-        "case": case.name,
-        "split": case.split,
-        "kind": case.kind,
-        "size": size,
-        "noise": model.as_dict(),
-        "relative_noise": round(relative, 5),
-        "settings": applied if settings == "default" else settings,
-        "expected_residual": expected,
-        "every": EVERY,
-        "seconds": round(seconds, 1),
-        "loss": [float(f"{v:.6g}") for v in last.losses],
-        "watched": watch,
-        watch: [float(f"{v:.6g}") if np.isfinite(v) else None for v in last.statistics],
-        **{f"wmv{w}": [float(f"{v:.6g}") if np.isfinite(v) else None for v in _windowed(values, w)] for w in WINDOWS},
-        "psnr": psnr,
-        "residual": [float(f"{v:.6g}") for v in residual],
-    }
+                restored = self.job.plane_to_user(avg).astype(np.float64)
+                self.psnr.append(round(self.score(restored), 4))
+                self.residual.append(float(np.mean(((restored - self.user_noisy) ** 2)[self.quiet])))
+        self.fit = fit
+
+    def row(self, watch: str, **fields: Any) -> dict[str, Any]:
+        values = np.asarray(self.raw, np.float64)
+        return {
+            **fields,
+            "every": EVERY,
+            "loss": [float(f"{v:.6g}") for v in self.fit.losses],
+            "watched": watch,
+            watch: _rounded(self.fit.statistics),
+            **{
+                f"wmv{w}": [float(f"{v:.6g}") if np.isfinite(v) else None for v in _windowed(values, w)]
+                for w in WINDOWS
+            },
+            "psnr": self.psnr,
+            "residual": [float(f"{v:.6g}") for v in self.residual],
+        }
+
+
+def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) -> list[dict[str, Any]]:
+    """Traces of every plane of ``fluorescence_stack`` (sCMOS counts with hot pixels, the
+    stack's own value map and noise model), fitted separately or warm-started from the
+    previous plane (then watched with the warm units' window, ``schedule.WARM_RULE``).
+    PSNR in counts, the plane's range as the peak (stack_warm_start.py's measure)."""
+    from napari_dip import schedule
+    from napari_dip._api import prepare
+    from napari_dip._sample_data import fluorescence_stack
+    from napari_dip.stopping import make_rule
+
+    clean, noisy = fluorescence_stack((planes, size, size), seed=seed)
+    job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=warm)
+    window = {"window": schedule.WARM_RULE["window"]} if warm and schedule.WARM_RULE else {}
+    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, **window)
+    job.schedule.options.update(iterations=iterations, stopping=watch, preview_every=None)
+    settings = "photon" if "ema" in job.schedule.options else "gaussian"
+    rows: list[dict[str, Any]] = []
+    recorder, plane, start = None, -1, time.perf_counter()
+
+    def finish() -> None:
+        counts = noisy[plane].astype(np.float64)
+        level = np.clip(counts[counts - clean[plane] < 1000], job.noise.offset or 0.0, None)
+        rows.append(
+            recorder.row(
+                "emv",
+                case=f"stack{seed}-plane{plane}" + ("-warm" if warm and plane else ""),
+                split="stack-warm" if warm and plane else "stack",
+                kind="photon",
+                size=size,
+                noise=job.noise.as_dict(),
+                settings=settings,
+                ensemble=1,
+                tv=job.schedule.options.get("tv", 0.0),
+                expected_residual=job.noise.variance_at(float(level.mean())),
+                seconds=round(time.perf_counter() - start, 1),
+            )
+        )
+
+    for step in job.schedule:
+        if step.plane != plane:
+            if recorder is not None:
+                finish()
+            plane, start = step.plane, time.perf_counter()
+            c = clean[plane]
+
+            def score(restored: np.ndarray, c: np.ndarray = c) -> float:
+                return float(10 * np.log10((c.max() - c.min()) ** 2 / np.mean((restored - c) ** 2)))
+
+            counts = noisy[plane].astype(np.float64)
+            recorder = _Recorder(job, score, counts, quiet=counts - c < 1000)
+        recorder.add(job.fit if job.fit is not None else recorder.fit, step.record.iteration)
+    finish()
+    return rows
 
 
 def main() -> None:
@@ -123,6 +209,9 @@ def main() -> None:
         default="default",
         help="photon: the photon settings on every case; average: only their 0.995 average",
     )
+    parser.add_argument("--ensemble", type=int, default=1, help="members (the trace: their mean statistic)")
+    parser.add_argument("--stack", type=int, nargs="*", help="trace fluorescence_stack planes of these seeds instead")
+    parser.add_argument("--warm", action="store_true", help="--stack: warm-start each plane from the previous")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "report":
@@ -130,12 +219,18 @@ def main() -> None:
 
         stopping_replay.report(args.out)
         return
+    for seed in args.stack or ():
+        for row in run_stack(seed, 8, 64, args.iterations, args.warm):
+            print(row["case"], row["seconds"], "s; peak", max(row["psnr"]), flush=True)
+            append(args.out, [row])
+    if args.stack:
+        return
     for case in quality.all_cases():
         if (args.split and case.split != args.split) or (args.kind and case.kind != args.kind):
             continue
         if args.cases and case.name not in args.cases:
             continue
-        row = run_case(case, args.size, args.iterations, args.watch, args.settings)
+        row = run_case(case, args.size, args.iterations, args.watch, args.settings, args.ensemble)
         print(case.name, row["seconds"], "s; peak", max(row["psnr"]), flush=True)
         append(args.out, [row])
 

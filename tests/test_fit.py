@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dip.fit import Fit, Progress, canvas_length, resolve_device, task_defaults
+from napari_dip.fit import (
+    PHOTON_CEILING,
+    PHOTON_RISE,
+    Fit,
+    Progress,
+    canvas_length,
+    photon_options,
+    resolve_device,
+    task_defaults,
+)
 from napari_dip.stopping import ExponentialVariance
 
 
@@ -281,6 +290,11 @@ def test_a_tv_fit_drops_the_residual_ceiling_and_reports_the_data_term():
     plain = Fit("denoise", image, width=8, device="cpu", iterations=1, stopping="emv")
     tv = Fit("denoise", image, width=8, device="cpu", iterations=1, stopping="emv", tv=0.1)
     assert plain.rule.ceiling == ExponentialVariance.default_ceiling and tv.rule.ceiling is None
+    # The photon settings' ceiling holds under TV (their residual reaches it: BENCHMARKS.md).
+    photon = photon_options(0.05)
+    assert photon["ceiling"] == PHOTON_CEILING and photon["rise"] == PHOTON_RISE
+    settled = Fit("denoise", image, width=8, device="cpu", iterations=1, stopping="emv", tv=0.1, **photon)
+    assert (settled.rule.ceiling, settled.rule.rise) == (PHOTON_CEILING, PHOTON_RISE)
     # The same weights and input at the first step: the records' loss is the data term alone.
     assert next(iter(tv)).loss == pytest.approx(next(iter(plain)).loss)
     with pytest.raises(ValueError, match="tv must be a weight"):

@@ -7,9 +7,10 @@ import pytest
 
 import napari_dip
 from conftest import psnr
-from napari_dip import _api, memory
+from napari_dip import _api, memory, schedule
 from napari_dip._convert import robust_range, standardize
 from napari_dip.schedule import Schedule, plan_tiles, tile_starts, tile_weights
+from napari_dip.stopping import ExponentialVariance
 
 # One network where a test is about planes, tiles and values and fits for long (the
 # default ensemble, two networks for small images on a CPU, doubles the time).
@@ -96,6 +97,22 @@ def test_warm_start_starts_each_plane_from_the_previous_planes_weights():
     assert np.abs(warm_start - restored0).mean() < 0.5 * np.abs(cold_start - restored0).mean()
     list(warm.schedule)
     assert [s.warm for s in warm.schedule.summaries] == [False, True]
+
+
+def test_a_warm_plane_keeps_the_fits_rise_and_tv_rule_settings_with_the_shorter_window():
+    image = np.random.default_rng(0).random((2, 1, 24, 24)).astype(np.float32)
+    sched = Schedule("denoise", image, width=8, iterations=3, device="cpu", stopping="emv", rise=0.2, tv=0.01)
+    rules = {}
+    for step in sched:
+        if step.record.iteration == 1:
+            rules[step.plane] = sched.fit.rule
+    cold, warm = rules[0], rules[1]
+    assert [s.warm for s in sched.summaries] == [False, True]
+    assert (cold.window, cold.patience) == (ExponentialVariance().window, ExponentialVariance().patience)
+    assert (warm.window, warm.patience) == (schedule.WARM_RULE["window"], schedule.WARM_RULE["patience"])
+    assert cold.growth is not None and warm.growth is None  # WARM_RULE's growth 0: no guard
+    # The photon settings' rise and the TV fit's missing ceiling reach the warm plane too.
+    assert cold.rise == warm.rise == 0.2 and cold.ceiling is None and warm.ceiling is None
 
 
 def test_a_stopped_stack_keeps_finished_planes_and_zeroes_the_rest():

@@ -162,9 +162,11 @@ def test_growth_ends_a_member_once_its_raw_outputs_vary_more_than_growth_times_t
     climb = np.cumsum([1.0] * 15 + [2.0] * 15)
     falling = [np.inf, *np.linspace(1.0, 0.1, 29)]  # the rule's own statistic never turns
 
-    def run(script, **kwargs):
+    def run(script, residual=None, **kwargs):
         rule = Scripted(np.array(script)[:, None], patience=100, **kwargs)
         rule.attach(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+        if residual is not None:
+            rule.watch_residual(torch.tensor([residual[0]]), torch.ones(1, dtype=torch.bool), residual[1])
         done = []
         for i, x in enumerate(climb, start=1):
             out = torch.full((1, 1), float(x))
@@ -183,6 +185,10 @@ def test_growth_ends_a_member_once_its_raw_outputs_vary_more_than_growth_times_t
     assert not any(done)
     rule, done = run(falling, growth=0)
     assert not any(done) and rule.best_iterations == [30]
+    # Above a ceiling no growth counts: the outputs (the averages here) come within the noise
+    # (variance 36) of the noisy value 40 at 35, iteration 25, and vary evenly from there.
+    rule, done = run(falling, residual=(40.0, 36.0), growth=2.5, ceiling=1.0, rise=10.0)
+    assert not any(done)
 
 
 def test_ceiling_lets_no_output_count_until_it_is_as_close_to_the_noisy_image_as_the_noise():
@@ -197,11 +203,13 @@ def test_ceiling_lets_no_output_count_until_it_is_as_close_to_the_noisy_image_as
     done = run_scripted(capped, 40, residual=(20, 36.0))
     # The first output within the ceiling is the best, and the patience counts from there.
     assert capped.best_iterations == [14] and done.index(True) + 1 == 19
-    # With a rise (the photon settings) the ceiling does not apply.
-    risen = watched(script, ceiling=1.0, rise=5.0)
-    risen.patience = 5
-    run_scripted(risen, 40, residual=(20, 36.0))
-    assert risen.best_iterations == [10]
+    # It holds back a rise too (the photon settings): without it the statistic has risen 10 %
+    # over its lowest (0.5 at 10) at iteration 11; with it, over its lowest within the
+    # ceiling (0.70 at 14) at iteration 16, and that output is kept.
+    risen = watched(script, rise=0.1)
+    assert run_scripted(risen, 40, residual=(20, 36.0)).index(True) + 1 == 11 and risen.best_iterations == [11]
+    held = watched(script, ceiling=1.0, rise=0.1)
+    assert run_scripted(held, 40, residual=(20, 36.0)).index(True) + 1 == 16 and held.best_iterations == [16]
 
 
 def test_fit_ends_at_the_residual_floor_given_the_noise_variance():

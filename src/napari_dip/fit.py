@@ -18,7 +18,7 @@ import math
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -94,6 +94,14 @@ PHOTON_INPUT_NOISE_PER_NOISE = 0.55
 #: variance minimum (up to 350 iterations after, on textured images): the fit keeps the
 #: output where the variance has risen 10 % over its minimum (benchmarks/stopping_traces.py).
 PHOTON_RISE = 0.10
+#: ... but only once the averaged output's residual has fallen to 1.1 noise variances (the
+#: rule's ``ceiling``, which also holds back its growth guard): until then the network is
+#: still fitting the image. Planes of a 16-bit stack whose range is set by a few bright
+#: spots fit slowly (residual 1.1-1.3 variances at 1500 iterations, peaks past 2500), and
+#: the rise and growth guard stopped them 0.9-11.9 dB under the peak (mean 5.8); with the
+#: ceiling 0.4 (worst 0.7). On the 96² photon cases it changed nothing (their peaks sit at
+#: 0.95-1.03 variances); 1.0 cost 0.3 dB there (benchmarks/stopping_traces.py --stack).
+PHOTON_CEILING = 1.1
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -119,7 +127,7 @@ def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str
     low, high = PHOTON_INPUT_NOISE
     options = {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
     if rule in ("wmv", "emv"):
-        options["rise"] = PHOTON_RISE
+        options["rise"], options["ceiling"] = PHOTON_RISE, PHOTON_CEILING
     return options
 
 
@@ -454,6 +462,15 @@ class Fit:
         For a rule given by name: keep the output where its statistic has risen by
         this fraction over its lowest, and stop there (``napari_dip.stopping``);
         None keeps the lowest's. ``photon_options`` sets it with the long average.
+    ceiling : float or None
+        For a rule given by name: no output counts, nor any rise or growth, until the
+        averaged output's residual has fallen to this many noise variances
+        (``napari_dip.stopping``; needs ``noise_variance``). None: the rule's default,
+        none under a TV term; 0: none. ``photon_options`` sets it.
+    rule_options : mapping, optional
+        For a rule given by name: its other settings (``make_rule`` keywords such as
+        ``window``, ``patience``, ``growth``; a warm-started plane's shorter window).
+        ``rise`` and ``ceiling`` come from this fit's own options.
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
@@ -504,6 +521,8 @@ class Fit:
         preview_every: int | None = 100,
         stopping: str | Rule | None = None,
         rise: float | None = None,
+        ceiling: float | None = None,
+        rule_options: Mapping[str, float] | None = None,
         noise_variance: float | None = None,
         tv: float = 0.0,
         init: Checkpoint | None = None,
@@ -589,11 +608,13 @@ class Fit:
         if self._known is not None:
             measured = measured * self._known
 
-        # Under a TV term no residual ceiling (0: none): the term keeps the output off the noisy
-        # image, whose residual may then never fall to the noise variance (the fit would run
-        # to its cap).
-        ceiling = 0.0 if self.tv else None
-        self.rule = None if stopping is None else make_rule(stopping, rise=rise, ceiling=ceiling)
+        # Under a TV term no default residual ceiling (0: none): the term keeps the output off
+        # the noisy image, whose residual may then never fall to the noise variance (the fit
+        # would run to its cap); the photon settings' ceiling is higher.
+        if ceiling is None and self.tv:
+            ceiling = 0.0
+        settings = {**(rule_options or {}), "rise": rise, "ceiling": ceiling}
+        self.rule = None if stopping is None else make_rule(stopping, **settings)
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from .fit import Checkpoint, Fit, Progress
-from .stopping import make_rule
 
 #: Overlap between neighbouring tiles, as a fraction of the tile side (at least
 #: ``MIN_OVERLAP`` pixels): enough context that each tile's border is fitted well.
@@ -260,7 +259,7 @@ class Schedule:
         image = np.ascontiguousarray(self.image[(unit.plane, slice(None), *unit.region)])
         options = dict(self.options)
         if init is not None and WARM_RULE is not None and isinstance(options.get("stopping"), str):
-            options["stopping"] = make_rule(options["stopping"], **WARM_RULE)
+            options["rule_options"] = WARM_RULE
         return Fit(self.task, image, init=init, **extra, **options)
 
     # -- running -------------------------------------------------------------------

@@ -36,15 +36,16 @@ still carries the large changes of the first iterations): on smooth or dim image
 there is one, else what the ``floor`` would. ES-EMV takes 2.5
 (``ExponentialVariance.default_growth``).
 
-With ``ceiling`` (and the noise's variance, as for the floor) no output counts as the best
-until its residual has fallen to ``ceiling`` times the noise variance, and the patience
-counts from there: an averaged output farther from the noisy image than the noise itself
-has not fitted the image yet. On texture at σ 50 ES-EMV's variance only rises after the
-warm-up (grass: its lowest at iteration 108, the peak at 315), and the rule kept a blurred
-output 2 dB under the peak. The best outputs of the Gaussian benchmark images lie at
-0.23-0.99 times the variance; under the photon settings (``rise``) the ceiling is not
-applied: their best outputs lie up to 1.27 times an estimated variance. ES-EMV takes 1.0
-(``ExponentialVariance.default_ceiling``).
+With ``ceiling`` (and the noise's variance, as for the floor) no output counts as the best,
+and no rise or growth either, until its residual has fallen to ``ceiling`` times the noise
+variance, and the patience counts from there: an averaged output farther from the noisy
+image than the noise itself has not fitted the image yet. On texture at σ 50 ES-EMV's
+variance only rises after the warm-up (grass: its lowest at iteration 108, the peak at
+315), and the rule kept a blurred output 2 dB under the peak. The best outputs of the
+Gaussian benchmark images lie at 0.23-0.99 times the variance. ES-EMV takes 1.0
+(``ExponentialVariance.default_ceiling``); the photon settings 1.1 (``fit.PHOTON_CEILING``:
+planes of 16-bit stacks fit slowly, and their statistic rises and grows long before the
+peak).
 
 With ``rise`` the rule keeps, instead of the output at the statistic's minimum, the
 one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
@@ -188,15 +189,14 @@ class Rule:
         """After ``attach``: the noisy values at the sampled pixels, their weights (0 for
         pixels left out of the fit) and the noise variance, in the fit's units. With a
         ``floor``, a member is done once its averaged output's residual has fallen to
-        ``floor × variance``; with a ``ceiling`` (and no ``rise``), no output counts until
-        it has fallen to ``ceiling × variance``."""
-        ceiling = self.ceiling if self.rise is None else None
-        if not (self.floor or ceiling) or not (math.isfinite(variance) and variance > 0) or not bool(weight.any()):
+        ``floor × variance``; with a ``ceiling``, no output counts (nor any rise or growth)
+        until it has fallen to ``ceiling × variance``."""
+        if not (self.floor or self.ceiling) or not (math.isfinite(variance) and variance > 0) or not bool(weight.any()):
             return
         self._noisy, self._weight = noisy.to(self._best.device), weight.to(self._best.device, torch.float32)
         total = variance * float(weight.sum())  # against the weighted sum
         self._residual_floor = self.floor * total if self.floor else -math.inf
-        self._residual_ceiling = ceiling * total if ceiling else None
+        self._residual_ceiling = self.ceiling * total if self.ceiling else None
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
@@ -206,7 +206,7 @@ class Rule:
         """Feed one iteration; device work only. Returns the statistic, ``(M,)``."""
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
-            residual = None
+            residual = above = None
             if self._noisy is not None:
                 residual = ((torch.take(average, self._index) - self._noisy).square() * self._weight).sum(dim=-1)
                 if self._residual_ceiling is not None:  # not fitted yet: as if warming up
@@ -219,11 +219,13 @@ class Rule:
                 keep = self._end(keep, ~self._finished & (residual <= self._residual_floor), this_output=False)
             if self.growth is not None:
                 windowed = self._windowed_variance(self._growth_window, iteration, output)
+                if above is not None:  # above the ceiling the image is still being fitted: no growth counts
+                    windowed = torch.where(above, self._inf, windowed)
                 torch.minimum(self._lowest_windowed, windowed, out=self._lowest_windowed)
                 grown = ~self._finished & torch.isfinite(windowed) & (windowed >= self.growth * self._lowest_windowed)
                 keep = self._end(keep, grown, this_output=self.rise is not None)  # as the rise would, else the floor
             if self.rise is not None:
-                risen = ~self._finished & torch.isfinite(self._best) & (stat >= (1 + self.rise) * self._best)
+                risen = ~self._finished & torch.isfinite(stat) & (stat >= (1 + self.rise) * self._best)
                 keep = self._end(keep, risen, this_output=True)
             torch.minimum(self._best, stat, out=self._best)
             self._best_iteration.copy_(torch.where(keep, iteration, self._best_iteration))
