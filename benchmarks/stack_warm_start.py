@@ -66,7 +66,7 @@ def main() -> None:
         schedule.WARM_RULE = None
     elif args.warm_rule:
         window, patience = map(int, args.warm_rule.split(","))
-        schedule.WARM_RULE = {"window": window, "patience": patience, "growth": 0}
+        schedule.WARM_RULE = {**(schedule.WARM_RULE or {}), "window": window, "patience": patience}
     for seed in args.seeds:
         clean, noisy = fluorescence_stack((args.planes, args.size, args.size), seed=seed)
         # The camera's hot pixels (thousands of counts over the truth) would dominate the

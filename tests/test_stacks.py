@@ -99,7 +99,7 @@ def test_warm_start_starts_each_plane_from_the_previous_planes_weights():
     assert [s.warm for s in warm.schedule.summaries] == [False, True]
 
 
-def test_a_warm_plane_keeps_the_fits_rise_and_tv_rule_settings_with_the_shorter_window():
+def test_a_warm_plane_takes_the_schedules_rule_settings_over_the_fits():
     image = np.random.default_rng(0).random((2, 1, 24, 24)).astype(np.float32)
     sched = Schedule("denoise", image, width=8, iterations=3, device="cpu", stopping="emv", rise=0.2, tv=0.01)
     rules = {}
@@ -111,8 +111,9 @@ def test_a_warm_plane_keeps_the_fits_rise_and_tv_rule_settings_with_the_shorter_
     assert (cold.window, cold.patience) == (ExponentialVariance().window, ExponentialVariance().patience)
     assert (warm.window, warm.patience) == (schedule.WARM_RULE["window"], schedule.WARM_RULE["patience"])
     assert cold.growth is not None and warm.growth is None  # WARM_RULE's growth 0: no guard
-    # The photon settings' rise and the TV fit's missing ceiling reach the warm plane too.
-    assert cold.rise == warm.rise == 0.2 and cold.ceiling is None and warm.ceiling is None
+    # The cold plane takes the fit's rise and (under TV) no ceiling; the warm one the
+    # schedule's: no rise, the ceiling at the noise variance.
+    assert (cold.rise, cold.ceiling) == (0.2, None) and (warm.rise, warm.ceiling) == (None, 1.0)
 
 
 def test_a_stopped_stack_keeps_finished_planes_and_zeroes_the_rest():

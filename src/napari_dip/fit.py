@@ -94,14 +94,15 @@ PHOTON_INPUT_NOISE_PER_NOISE = 0.55
 #: variance minimum (up to 350 iterations after, on textured images): the fit keeps the
 #: output where the variance has risen 10 % over its minimum (benchmarks/stopping_traces.py).
 PHOTON_RISE = 0.10
-#: ... but only once the averaged output's residual has fallen to 1.1 noise variances (the
+#: ... but only once the averaged output's residual has fallen to 1.5 noise variances (the
 #: rule's ``ceiling``, which also holds back its growth guard): until then the network is
 #: still fitting the image. Planes of a 16-bit stack whose range is set by a few bright
 #: spots fit slowly (residual 1.1-1.3 variances at 1500 iterations, peaks past 2500), and
-#: the rise and growth guard stopped them 0.9-11.9 dB under the peak (mean 5.8); with the
-#: ceiling 0.4 (worst 0.7). On the 96² photon cases it changed nothing (their peaks sit at
-#: 0.95-1.03 variances); 1.0 cost 0.3 dB there (benchmarks/stopping_traces.py --stack).
-PHOTON_CEILING = 1.1
+#: the rise and growth guard stopped them 5.8 dB under the peak on average (worst 11.9);
+#: with the ceiling 1.6 (worst 3.6). The 96² photon cases under TV peak at 0.85-1.38
+#: estimated variances (the noise model's gain can be low): 1.5 changes none of them, 1.1
+#: lost up to 3.8 dB there (benchmarks/stopping_traces.py; BENCHMARKS.md).
+PHOTON_CEILING = 1.5
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -468,9 +469,9 @@ class Fit:
         (``napari_dip.stopping``; needs ``noise_variance``). None: the rule's default,
         none under a TV term; 0: none. ``photon_options`` sets it.
     rule_options : mapping, optional
-        For a rule given by name: its other settings (``make_rule`` keywords such as
-        ``window``, ``patience``, ``growth``; a warm-started plane's shorter window).
-        ``rise`` and ``ceiling`` come from this fit's own options.
+        For a rule given by name: its settings (``make_rule`` keywords such as
+        ``window``, ``patience``, ``growth``), over ``rise`` and ``ceiling``: a
+        warm-started plane's rule (``schedule.WARM_RULE``).
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
@@ -613,7 +614,7 @@ class Fit:
         # would run to its cap); the photon settings' ceiling is higher.
         if ceiling is None and self.tv:
             ceiling = 0.0
-        settings = {**(rule_options or {}), "rise": rise, "ceiling": ceiling}
+        settings = {"rise": rise, "ceiling": ceiling, **(rule_options or {})}
         self.rule = None if stopping is None else make_rule(stopping, **settings)
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:

@@ -43,9 +43,9 @@ image than the noise itself has not fitted the image yet. On texture at σ 50 ES
 variance only rises after the warm-up (grass: its lowest at iteration 108, the peak at
 315), and the rule kept a blurred output 2 dB under the peak. The best outputs of the
 Gaussian benchmark images lie at 0.23-0.99 times the variance. ES-EMV takes 1.0
-(``ExponentialVariance.default_ceiling``); the photon settings 1.1 (``fit.PHOTON_CEILING``:
+(``ExponentialVariance.default_ceiling``); the photon settings 1.5 (``fit.PHOTON_CEILING``:
 planes of 16-bit stacks fit slowly, and their statistic rises and grows long before the
-peak).
+peak; photon images under TV peak at up to 1.38 estimated variances).
 
 With ``rise`` the rule keeps, instead of the output at the statistic's minimum, the
 one of the first iteration where the statistic has risen to ``(1 + rise)`` times its
