@@ -34,7 +34,6 @@ def variance_minimum(
     growth: float | None = None,
     growth_key: str = "wmv100",
     ceiling: float | None = None,
-    gate: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -44,11 +43,10 @@ def variance_minimum(
     times the noise model's variance (recorded every ``every`` iterations); with
     ``growth``, where the raw outputs' windowed variance (``growth_key``) has grown to
     ``growth`` times its lowest, keeping this output with ``rise``, else as the floor
-    does; with ``ceiling`` (and no ``rise``), no statistic counts while the residual
+    does; with ``ceiling``, nothing counts (statistic, rise, growth) while the residual
     (the nearest record) is above ``ceiling`` times the variance, and the patience counts
-    from the last such iteration; ``gate`` is such a ceiling that also holds back the
-    ``rise`` and the ``growth`` (the photon settings). Without these: the fit ends
-    ``patience`` iterations after the best."""
+    from the last such iteration. Without these: the fit ends ``patience`` iterations
+    after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
@@ -56,11 +54,9 @@ def variance_minimum(
         windowed = _series(trace, growth_key) if growth is not None else None
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         for i, s in enumerate(stat, start=1):
-            limit = gate if gate is not None else (ceiling if rise is None else None)
-            if limit is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > limit:
-                s, since = np.inf, max(since, i)
-                if gate is not None:
-                    continue
+            if ceiling is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling:
+                since = max(since, i)  # not fitted yet: as if warming up
+                continue
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
             if windowed is not None and np.isfinite(windowed[i - 1]):

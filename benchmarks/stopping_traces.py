@@ -130,10 +130,7 @@ class _Recorder:
             "loss": [float(f"{v:.6g}") for v in self.fit.losses],
             "watched": watch,
             watch: _rounded(self.fit.statistics),
-            **{
-                f"wmv{w}": [float(f"{v:.6g}") if np.isfinite(v) else None for v in _windowed(values, w)]
-                for w in WINDOWS
-            },
+            **{f"wmv{w}": _rounded(_windowed(values, w)) for w in WINDOWS},
             "psnr": self.psnr,
             "residual": [float(f"{v:.6g}") for v in self.residual],
         }

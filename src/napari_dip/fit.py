@@ -99,7 +99,7 @@ PHOTON_RISE = 0.10
 #: still fitting the image. Planes of a 16-bit stack whose range is set by a few bright
 #: spots fit slowly (residual 1.1-1.3 variances at 1500 iterations, peaks past 2500), and
 #: the rise and growth guard stopped them 5.8 dB under the peak on average (worst 11.9);
-#: with the ceiling 1.6 (worst 3.6). The 96² photon cases under TV peak at 0.85-1.38
+#: with the ceiling 1.55 (worst 3.6). The 96² photon cases under TV peak at 0.85-1.38
 #: estimated variances (the noise model's gain can be low): 1.5 changes none of them, 1.1
 #: lost up to 3.8 dB there (benchmarks/stopping_traces.py; BENCHMARKS.md).
 PHOTON_CEILING = 1.5
