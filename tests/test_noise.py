@@ -11,7 +11,7 @@ from napari_dip import denoise
 from napari_dip import estimate_noise as measure_noise
 from napari_dip._api import prepare
 from napari_dip._cli import main
-from napari_dip.fit import Fit
+from napari_dip.fit import PHOTON_RISE, Fit
 from napari_dip.networks import Ensemble, GroupedEnsemble, seeded_network
 from napari_dip.noise import NoiseModel, estimate_noise
 
@@ -168,10 +168,22 @@ def test_ensemble_members_are_the_networks_they_stack():
         torch.testing.assert_close(together[k], alone[k], atol=1e-4, rtol=1e-4)
 
 
-def test_grouped_ensemble_is_its_members_forward_and_back():
+@pytest.fixture(params=[None, 1], ids=["threads", "one-thread"])
+def torch_threads(request):
+    """Torch's own thread count, and one thread (batch workers on a cluster of one-core workers)."""
+    before = torch.get_num_threads()
+    if request.param:
+        torch.set_num_threads(request.param)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_grouped_ensemble_is_its_members_forward_and_back(torch_threads):
     """On CPU an ensemble of skip networks is one grouped channels-last network: each
     member's output and the gradients of its weights and input are those of the member
-    alone (the grouped shifted weight gradient: test_networks)."""
+    alone (the grouped shifted weight gradient: test_networks). With one thread, oneDNN's
+    grouped 1x1 convolution took a wrong weight gradient from an input whose batch stride
+    was not channels-last's own (the arranged z's flattened view)."""
     cl = torch.channels_last
     nets = [seeded_network("skip", 32, 3, 16, seed).to(memory_format=cl) for seed in (3, 5)]
     grouped = GroupedEnsemble(nets).to(memory_format=cl)
@@ -285,7 +297,7 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     auto = {"width": 8, "device": "cpu"}
     assert "rise" not in dim_options  # a fixed count: no rule
     photon_job = prepare("denoise", dim, **auto)
-    assert photon_job.schedule._make_fit(photon_job.schedule.units[0]).rule.rise == 0.10
+    assert photon_job.schedule._make_fit(photon_job.schedule.units[0]).rule.rise == PHOTON_RISE
     gaussian_job = prepare("denoise", noisy_camera, **auto)
     assert gaussian_job.schedule._make_fit(gaussian_job.schedule.units[0]).rule.rise is None
     # The rule's residual floor gets the noise variance in the fitted units: (25 / 255)² here.
@@ -312,7 +324,7 @@ def test_camera_counts_get_the_photon_settings_whatever_the_noise_estimate(noisy
     counts = (100 + noisy_camera.astype(np.uint16) // 4).astype(np.uint16)  # offset, little range
     job = prepare("denoise", counts, **options)
     assert job.noise.kind == "gaussian"
-    assert job.schedule.options["ema"] == 0.995 and job.schedule.options["rise"] == 0.10
+    assert job.schedule.options["ema"] == 0.995 and job.schedule.options["rise"] == PHOTON_RISE
     assert 1 / 30 <= job.schedule.options["input_noise"] <= 0.06
     for other in (counts.astype(np.float32), noisy_camera):
         assert not {"ema", "input_noise", "rise"} & set(prepare("denoise", other, **options).schedule.options)
