@@ -176,3 +176,55 @@ def cases(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
         peak_at = t["every"] * (int(psnr.argmax()) + 1)
         parts = [f"{name.split()[0]}:{score(t, r)[0]:.2f}@{score(t, r)[1]}" for name, r in rules.items()]
         print(f"{t['case']:<14} peak {psnr.max():.2f}@{peak_at:<5}", " ".join(parts))
+
+
+#: Rules for the member traces (photon cases: the photon settings' ceiling of 1.5).
+MEMBER_RULES: dict[str, RuleFn] = {
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5, ceiling 1.5, rise 20 %": variance_minimum(
+        tolerance=0.01, rise=0.20, floor=0.35, growth=2.5, ceiling=1.5
+    ),
+    "the same, rise 15 %": variance_minimum(tolerance=0.01, rise=0.15, floor=0.35, growth=2.5, ceiling=1.5),
+    "the same, rise 10 % (the default before)": variance_minimum(
+        tolerance=0.01, rise=0.10, floor=0.35, growth=2.5, ceiling=1.5
+    ),
+}
+
+
+def member_traces(row: Trace) -> list[Trace]:
+    """A ``stopping_traces.py run --members`` row as one trace per member, for the rules."""
+    shared = {"every": row["every"], "expected_residual": row["expected_residual"]}
+    keys = ("emv", "wmv100", "residual", "psnr")
+    return [{**shared, **{k: row[k][m] for k in keys}} for m in range(row["members"])]
+
+
+def members_score(row: Trace, rule: RuleFn) -> tuple[float, int, list[int]]:
+    """A rule replayed on each member of a two-member trace: (PSNR of the mean of the
+    averaged outputs the members keep, the fit's stop iteration, the kept iterations)."""
+    kept, stops = zip(*(rule(t) for t in member_traces(row)), strict=True)
+    first, second = (min(max(round(k / row["every"]) - 1, 0), len(row["pairs"]) - 1) for k in kept)
+    return row["pairs"][first][second], max(stops), list(kept)
+
+
+def members_report(path: Path, rules: dict[str, RuleFn], per_case: bool = False) -> None:
+    """Replay ``rules`` on the member traces of ``stopping_traces.py run --members`` (``path``):
+    the ensemble's PSNR under each rule against its peak (the best common iteration)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    gaps: dict[str, list[float]] = {name: [] for name in rules}
+    stops: dict[str, list[int]] = {name: [] for name in rules}
+    for row in rows:
+        curve = [row["pairs"][a][a] for a in range(len(row["pairs"]))]
+        peak = max(curve)
+        parts = []
+        for name, rule in rules.items():
+            psnr, stop, kept = members_score(row, rule)
+            gaps[name].append(peak - psnr)
+            stops[name].append(stop)
+            parts.append(f"{name}: {psnr:.2f} @{'/'.join(map(str, kept))}")
+        if per_case:
+            peak_at = row["every"] * (int(np.argmax(curve)) + 1)
+            print(f"{row['case']:<20} peak {peak:.2f} @{peak_at}; " + "; ".join(parts))
+    print("| rule | mean / worst dB under the peak | cases > 0.6 dB | mean stop |")
+    print("| --- | --- | --- | --- |")
+    for name in rules:
+        g = np.array(gaps[name])
+        print(f"| {name} | {g.mean():.2f} / {g.max():.2f} | {int((g > 0.6).sum())} | {np.mean(stops[name]):.0f} |")

@@ -10,11 +10,14 @@ checked on the held-out one, so one run per case serves every rule.
 
     python benchmarks/stopping_traces.py run [--split tune] [--kind photon]   # ~45 s a case, 2 cores
     python benchmarks/stopping_traces.py report
+    python benchmarks/stopping_traces.py run --members --out results/stopping_traces_members.jsonl ...
+    python benchmarks/stopping_traces.py report --members --out results/stopping_traces_members.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +33,7 @@ OUT = quality.HERE / "results" / "stopping_traces.jsonl"
 EVERY = 5
 SAMPLES = 4096
 WINDOWS = (50, 100, 200)
+MEMBER_EVERY = 25  # --members: the averaged outputs kept for replay (the fit checks its rule as often)
 
 
 def _windowed(values: np.ndarray, window: int) -> np.ndarray:
@@ -86,6 +90,82 @@ def run_case(
         expected_residual=expected,
         seconds=round(time.perf_counter() - start, 1),
     )
+
+
+def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any]:
+    """The default fit of ``case`` (its default ensemble, two members on a CPU) traced per
+    member: each member's statistic (the default rule's, only watching), its raw outputs'
+    windowed variance (the growth guard's) and, every ``MEMBER_EVERY`` iterations, its
+    averaged output's PSNR and residual; and the PSNR of the mean of the two members'
+    averaged outputs for every pair of those iterations (``pairs[a][b]``: member 0's at
+    iteration ``(a + 1) · every``, member 1's at ``(b + 1) · every``), so that a rule replayed
+    on each member is scored on what the ensemble returns (``stopping_replay.members_report``)."""
+    import torch
+
+    from napari_dip.stopping import _Window, make_rule
+
+    clean, noisy = quality.make(case, size)
+    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
+    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0)  # only watches
+    job.schedule.options.update(iterations=iterations, stopping=rule)
+    model, user_noisy = job.noise, np.asarray(noisy, np.float64)
+    level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
+    stats: list[torch.Tensor] = []
+    windowed: list[torch.Tensor] = []
+    psnr: list[list[float]] = []
+    residual: list[list[float]] = []
+    averages: list[np.ndarray] = []
+    watch = rule.update
+    window: list[_Window] = []
+
+    def update(iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
+        stat = watch(iteration, output, average)
+        if not window:
+            window.append(_Window(100, rule._index.shape, output.device))
+        var = window[0].push(iteration, torch.take(output.detach(), rule._index))
+        stats.append(stat.clone())
+        windowed.append(torch.full_like(stat, math.inf) if var is None else var)
+        return stat
+
+    rule.update = update  # type: ignore[method-assign]
+    start = time.perf_counter()
+    fit = None
+    for step in job.schedule:
+        fit = job.fit if job.fit is not None else fit
+        if step.record.iteration % MEMBER_EVERY:
+            continue
+        with torch.no_grad():
+            members = fit.average[(slice(None), slice(None), *fit.output_region)].float()
+            outs = [job.plane_to_user(m.numpy()).astype(np.float32) for m in members]
+        averages.append(np.stack(outs))
+        psnr.append([round(quality.psnr(case, clean, o), 4) for o in outs])
+        residual.append([float(np.mean((o - user_noisy) ** 2)) for o in outs])
+    seconds = round(time.perf_counter() - start, 1)
+    if len(psnr[0]) != 2:
+        raise ValueError(f"--members traces two-member fits; this one has {len(psnr[0])}")
+    return {
+        "case": case.name,
+        "split": case.split,
+        "kind": case.kind,
+        "size": size,
+        "members": len(psnr[0]),
+        "noise": model.as_dict(),
+        "expected_residual": model.variance_at(float(level.mean())),
+        "seconds": seconds,
+        "every": MEMBER_EVERY,
+        "emv": [_rounded(column) for column in torch.stack(stats).T.numpy().astype(np.float64)],
+        "wmv100": [_rounded(column) for column in torch.stack(windowed).T.numpy().astype(np.float64)],
+        "psnr": [list(column) for column in zip(*psnr, strict=True)],
+        "residual": [[float(f"{v:.6g}") for v in column] for column in zip(*residual, strict=True)],
+        "pairs": pair_psnr(np.stack(averages), lambda restored: quality.psnr(case, clean, restored)),
+    }
+
+
+def pair_psnr(averages: np.ndarray, score: Any) -> list[list[float]]:
+    """``score`` of the mean of member 0's and member 1's averaged outputs for every pair of
+    snapshots; ``averages`` is (snapshot, member, ...)."""
+    first, second = averages[:, 0].astype(np.float64), averages[:, 1].astype(np.float64)
+    return [[round(score((a + b) / 2), 3) for b in second] for a in first]
 
 
 def _rounded(values: np.ndarray) -> list[float | None]:
@@ -207,6 +287,7 @@ def main() -> None:
         help="photon: the photon settings on every case; average: only their 0.995 average",
     )
     parser.add_argument("--ensemble", type=int, default=1, help="members (the trace: their mean statistic)")
+    parser.add_argument("--members", action="store_true", help="trace each member of the default (two-member) ensemble")
     parser.add_argument("--stack", type=int, nargs="*", help="trace fluorescence_stack planes of these seeds instead")
     parser.add_argument("--warm", action="store_true", help="--stack: warm-start each plane from the previous")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -214,7 +295,10 @@ def main() -> None:
     if args.command == "report":
         import stopping_replay
 
-        stopping_replay.report(args.out)
+        if args.members:
+            stopping_replay.members_report(args.out, stopping_replay.MEMBER_RULES, per_case=True)
+        else:
+            stopping_replay.report(args.out)
         return
     for seed in args.stack or ():
         for row in run_stack(seed, 8, 64, args.iterations, args.warm):
@@ -227,8 +311,11 @@ def main() -> None:
             continue
         if args.cases and case.name not in args.cases:
             continue
-        row = run_case(case, args.size, args.iterations, args.watch, args.settings, args.ensemble)
-        print(case.name, row["seconds"], "s; peak", max(row["psnr"]), flush=True)
+        if args.members:
+            row = run_members(case, args.size, args.iterations)
+        else:
+            row = run_case(case, args.size, args.iterations, args.watch, args.settings, args.ensemble)
+        print(case.name, row["seconds"], "s; peak", np.max(row["psnr"]), flush=True)
         append(args.out, [row])
 
 

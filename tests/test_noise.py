@@ -293,7 +293,7 @@ def test_photon_limited_images_get_their_fit_settings(noisy_camera):
     assert prepare("denoise", masked, **options).schedule.options["input_noise"] == pytest.approx(
         dim_options["input_noise"], rel=0.2
     )
-    # Stopped automatically, the long average is kept where the variance has risen 10 %.
+    # Stopped automatically, the long average is kept where the variance has risen (PHOTON_RISE).
     auto = {"width": 8, "device": "cpu"}
     assert "rise" not in dim_options  # a fixed count: no rule
     photon_job = prepare("denoise", dim, **auto)

@@ -118,6 +118,19 @@ def test_rise_decides_for_each_member_of_an_ensemble():
     assert not any(done)  # the falling member is not done, though the other one is
 
 
+def test_a_member_done_by_patience_stays_done_while_another_runs():
+    # Member 0: lowest at 5, a plateau above it, then a slow new lowest at 30 (past its
+    # patience). Member 1 keeps falling to the end. Alone, member 0 would end at 15 keeping 5.
+    first = [np.inf, 2.0, 1.5, 1.2, 1.0, *[1.1] * 24, 0.99, *[1.1] * 10]
+    falling = [np.inf, *np.linspace(2.0, 0.1, 39)]
+    rule = Scripted(np.stack([first, falling], axis=1), patience=10)
+    done = run_scripted(rule, 40)
+    assert rule.best_iterations == [5, 40] and float(rule.best_average[0, 0]) == 5
+    assert not any(done)
+    alone = Scripted(np.array(first)[:, None], patience=10)
+    assert run_scripted(alone, 40).index(True) + 1 == 15 and alone.best_iterations == [5]
+
+
 def test_tolerance_keeps_a_later_output_on_a_flat_statistic():
     # A fall to 1.0 at iteration 5, a flat stretch within 1 % of it to iteration 12, then a rise.
     script = [np.inf, 2.0, 1.5, 1.2, 1.0, 1.005, 1.008, 1.002, 1.009, 1.007, 1.004, 1.006, *np.linspace(1.02, 2, 20)]

@@ -170,7 +170,7 @@ class Rule:
         self._best = torch.full((members,), math.inf, device=dev)
         self._inf = torch.full((members,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
         self._best_iteration = torch.zeros(members, dtype=torch.long, device=dev)
-        self._finished = torch.zeros(members, dtype=torch.bool, device=dev)  # by ``rise``, ``floor`` or ``growth``
+        self._finished = torch.zeros(members, dtype=torch.bool, device=dev)  # rise, floor, growth or patience
         # Patience counts from here: the end of the window, or of the last output above the ceiling.
         self._since = torch.full((members,), self.window, dtype=torch.long, device=dev)
         self._member_shape = (members,) + (1,) * (average.ndim - 1)
@@ -253,9 +253,14 @@ class Rule:
 
     def done(self, iteration: int) -> bool:
         """True once every member has risen (``rise``), reached the ``floor`` or gone
-        ``patience`` iterations without a new best (one sync)."""
+        ``patience`` iterations without a new best (one sync). A member that has waited out
+        its patience is finished here, as if it ran alone: left running beside a slower
+        member, its statistic's next slow new lowest restarted it, and two members kept
+        each other going (ihc at 40 photons, two members: to 2100 iterations with the 10 %
+        rise, to the 6000 cap with 20 %, its output kept 0.8 dB under the peak)."""
         waited = iteration - torch.maximum(self._best_iteration, self._since) >= self.patience
-        return bool((waited | self._finished).all())
+        self._finished |= waited
+        return bool(self._finished.all())
 
 
 class WindowedVariance(Rule):
