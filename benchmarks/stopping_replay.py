@@ -120,8 +120,14 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
 
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % (photon settings), else ceiling 1": by_noise(
-        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), else ceiling 1": (
+        by_noise(
+            variance_minimum(tolerance=0.01, rise=0.20, floor=0.35, growth=2.5, ceiling=1.5),
+            variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0),
+        )
+    ),
+    "the same with a rise of 10 % (the default before)": by_noise(
+        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5, ceiling=1.5),
         variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0),
     ),
     "emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
