@@ -119,17 +119,20 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
     return rule
 
 
+def photon_default(rise: float = 0.20) -> RuleFn:
+    """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``)
+    with this ``rise``."""
+    return variance_minimum(tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5)
+
+
+#: The engine's rule outside the photon settings.
+GAUSSIAN_DEFAULT = variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0)
+
 RULES: dict[str, RuleFn] = {
     "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), else ceiling 1": (
-        by_noise(
-            variance_minimum(tolerance=0.01, rise=0.20, floor=0.35, growth=2.5, ceiling=1.5),
-            variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0),
-        )
+        by_noise(photon_default(), GAUSSIAN_DEFAULT)
     ),
-    "the same with a rise of 10 % (the default before)": by_noise(
-        variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5, ceiling=1.5),
-        variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0),
-    ),
+    "the same with a rise of 10 % (the default before)": by_noise(photon_default(0.10), GAUSSIAN_DEFAULT),
     "emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
         variance_minimum(tolerance=0.01, floor=0.35, growth=2.5),
@@ -184,15 +187,11 @@ def cases(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
         print(f"{t['case']:<14} peak {psnr.max():.2f}@{peak_at:<5}", " ".join(parts))
 
 
-#: Rules for the member traces (photon cases: the photon settings' ceiling of 1.5).
+#: Rules for the member traces (photon cases).
 MEMBER_RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5, ceiling 1.5, rise 20 %": variance_minimum(
-        tolerance=0.01, rise=0.20, floor=0.35, growth=2.5, ceiling=1.5
-    ),
-    "the same, rise 15 %": variance_minimum(tolerance=0.01, rise=0.15, floor=0.35, growth=2.5, ceiling=1.5),
-    "the same, rise 10 % (the default before)": variance_minimum(
-        tolerance=0.01, rise=0.10, floor=0.35, growth=2.5, ceiling=1.5
-    ),
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5, ceiling 1.5, rise 20 %": photon_default(),
+    "the same, rise 15 %": photon_default(0.15),
+    "the same, rise 10 % (the default before)": photon_default(0.10),
 }
 
 

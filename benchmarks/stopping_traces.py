@@ -17,7 +17,6 @@ checked on the held-out one, so one run per case serves every rule.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -120,11 +119,10 @@ def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any
 
     def update(iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         stat = watch(iteration, output, average)
-        if not window:
-            window.append(_Window(100, rule._index.shape, output.device))
-        var = window[0].push(iteration, torch.take(output.detach(), rule._index))
+        if not window:  # the growth guard's window (the rule's own); the rule is attached by now
+            window.append(_Window(rule.window, rule._index.shape, output.device))
         stats.append(stat.clone())
-        windowed.append(torch.full_like(stat, math.inf) if var is None else var)
+        windowed.append(rule._windowed_variance(window[0], iteration, output))
         return stat
 
     rule.update = update  # type: ignore[method-assign]
@@ -137,12 +135,12 @@ def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any
         with torch.no_grad():
             members = fit.average[(slice(None), slice(None), *fit.output_region)].float()
             outs = [job.plane_to_user(m.numpy()).astype(np.float32) for m in members]
+        if len(outs) != 2:  # before the rest of the fit
+            raise ValueError(f"--members traces two-member fits; this one has {len(outs)}")
         averages.append(np.stack(outs))
         psnr.append([round(quality.psnr(case, clean, o), 4) for o in outs])
         residual.append([float(np.mean((o - user_noisy) ** 2)) for o in outs])
     seconds = round(time.perf_counter() - start, 1)
-    if len(psnr[0]) != 2:
-        raise ValueError(f"--members traces two-member fits; this one has {len(psnr[0])}")
     return {
         "case": case.name,
         "split": case.split,
@@ -154,7 +152,7 @@ def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any
         "seconds": seconds,
         "every": MEMBER_EVERY,
         "emv": [_rounded(column) for column in torch.stack(stats).T.numpy().astype(np.float64)],
-        "wmv100": [_rounded(column) for column in torch.stack(windowed).T.numpy().astype(np.float64)],
+        f"wmv{rule.window}": [_rounded(column) for column in torch.stack(windowed).T.numpy().astype(np.float64)],
         "psnr": [list(column) for column in zip(*psnr, strict=True)],
         "residual": [[float(f"{v:.6g}") for v in column] for column in zip(*residual, strict=True)],
         "pairs": pair_psnr(np.stack(averages), lambda restored: quality.psnr(case, clean, restored)),
