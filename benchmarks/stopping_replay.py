@@ -195,6 +195,25 @@ MEMBER_RULES: dict[str, RuleFn] = {
 }
 
 
+def rule_grid() -> dict[str, RuleFn]:
+    """Variants of the photon default for ``report --members --grid``: rise, ceiling, growth
+    guard, tolerance and patience (160 rules), and the discrepancy principle alone (keep the
+    first output whose residual is down to 0.85-1.2 noise variances)."""
+    import itertools
+
+    rules: dict[str, RuleFn] = {}
+    for rise_, ceiling, growth, tolerance, patience in itertools.product(
+        (0.2, 0.3, 0.5, 1.0, None), (1.5, 1.2, 1.1, 1.05), (2.5, None), (0.01, 0.05), (200, 400)
+    ):
+        name = f"rise {rise_}, ceiling {ceiling}, growth {growth}, tolerance {tolerance}, patience {patience}"
+        rules[name] = variance_minimum(
+            patience=patience, tolerance=tolerance, rise=rise_, floor=0.35, growth=growth, ceiling=ceiling
+        )
+    for factor in (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2):
+        rules[f"discrepancy {factor}"] = discrepancy(factor)
+    return rules
+
+
 def member_traces(row: Trace) -> list[Trace]:
     """A ``stopping_traces.py run --members`` row as one trace per member, for the rules."""
     shared = {"every": row["every"], "expected_residual": row["expected_residual"]}
@@ -210,9 +229,10 @@ def members_score(row: Trace, rule: RuleFn) -> tuple[float, int, list[int]]:
     return row["pairs"][first][second], max(stops), list(kept)
 
 
-def members_report(path: Path, rules: dict[str, RuleFn], per_case: bool = False) -> None:
+def members_report(path: Path, rules: dict[str, RuleFn], per_case: bool = False, best: int | None = None) -> None:
     """Replay ``rules`` on the member traces of ``stopping_traces.py run --members`` (``path``):
-    the ensemble's PSNR under each rule against its peak (the best common iteration)."""
+    the ensemble's PSNR under each rule against its peak (the best common iteration); with
+    ``best``, only that many rules, the closest to the peaks on average."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     gaps: dict[str, list[float]] = {name: [] for name in rules}
     stops: dict[str, list[int]] = {name: [] for name in rules}
@@ -230,6 +250,7 @@ def members_report(path: Path, rules: dict[str, RuleFn], per_case: bool = False)
             print(f"{row['case']:<20} peak {peak:.2f} @{peak_at}; " + "; ".join(parts))
     print("| rule | mean / worst dB under the peak | cases > 0.6 dB | mean stop |")
     print("| --- | --- | --- | --- |")
-    for name in rules:
+    names = sorted(rules, key=lambda n: (np.mean(gaps[n]), np.max(gaps[n])))[:best] if best else rules
+    for name in names:
         g = np.array(gaps[name])
         print(f"| {name} | {g.mean():.2f} / {g.max():.2f} | {int((g > 0.6).sum())} | {np.mean(stops[name]):.0f} |")

@@ -12,11 +12,15 @@ checked on the held-out one, so one run per case serves every rule.
     python benchmarks/stopping_traces.py report
     python benchmarks/stopping_traces.py run --members --out results/stopping_traces_members.jsonl ...
     python benchmarks/stopping_traces.py report --members --out results/stopping_traces_members.jsonl
+    python benchmarks/stopping_traces.py run --members --dip-kwargs '{"noise": "poisson"}' --out ...
+    python benchmarks/stopping_traces.py report --members --grid 10 --out ...   # the 10 best of a grid
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -91,24 +95,27 @@ def run_case(
     )
 
 
-def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any]:
+def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> dict[str, Any]:
     """The default fit of ``case`` (its default ensemble, two members on a CPU) traced per
     member: each member's statistic (the default rule's, only watching), its raw outputs'
     windowed variance (the growth guard's) and, every ``MEMBER_EVERY`` iterations, its
     averaged output's PSNR and residual; and the PSNR of the mean of the two members'
     averaged outputs for every pair of those iterations (``pairs[a][b]``: member 0's at
     iteration ``(a + 1) · every``, member 1's at ``(b + 1) · every``), so that a rule replayed
-    on each member is scored on what the ensemble returns (``stopping_replay.members_report``)."""
+    on each member is scored on what the ensemble returns (``stopping_replay.members_report``).
+    ``dip``: ``denoise`` keywords (``noise="poisson"``: the variance-stabilised fit). The
+    residual is the fit's own, in its units (the stabilised image's under "poisson"), against
+    the noise variance the fit was given, as the rule's ceiling and floor see it."""
     import torch
 
     from napari_dip.stopping import _Window, make_rule
 
     clean, noisy = quality.make(case, size)
-    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32")
+    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", **dip)
     rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0)  # only watches
+    variance = float(job.schedule.options.get("noise_variance", math.nan))
     job.schedule.options.update(iterations=iterations, stopping=rule)
-    model, user_noisy = job.noise, np.asarray(noisy, np.float64)
-    level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
+    model = job.noise
     stats: list[torch.Tensor] = []
     windowed: list[torch.Tensor] = []
     psnr: list[list[float]] = []
@@ -139,7 +146,10 @@ def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any
             raise ValueError(f"--members traces two-member fits; this one has {len(outs)}")
         averages.append(np.stack(outs))
         psnr.append([round(quality.psnr(case, clean, o), 4) for o in outs])
-        residual.append([float(np.mean((o - user_noisy) ** 2)) for o in outs])
+        # The rule's residual: mean over channels and pixels the fit uses (hot ones left out).
+        known = torch.ones(members.shape[2:], dtype=torch.bool) if fit._known is None else fit._known
+        squared = (members - fit._image).square()
+        residual.append([float(squared[m][..., known].mean()) for m in range(len(outs))])
     seconds = round(time.perf_counter() - start, 1)
     return {
         "case": case.name,
@@ -148,7 +158,7 @@ def run_members(case: quality.Case, size: int, iterations: int) -> dict[str, Any
         "size": size,
         "members": len(psnr[0]),
         "noise": model.as_dict(),
-        "expected_residual": model.variance_at(float(level.mean())),
+        "expected_residual": variance,
         "seconds": seconds,
         "every": MEMBER_EVERY,
         "emv": [_rounded(column) for column in torch.stack(stats).T.numpy().astype(np.float64)],
@@ -286,6 +296,8 @@ def main() -> None:
     )
     parser.add_argument("--ensemble", type=int, default=1, help="members (the trace: their mean statistic)")
     parser.add_argument("--members", action="store_true", help="trace each member of the default (two-member) ensemble")
+    parser.add_argument("--grid", type=int, help="report --members: the N best of stopping_replay.rule_grid()")
+    parser.add_argument("--dip-kwargs", default="{}", help="--members: JSON keywords for denoise")
     parser.add_argument("--stack", type=int, nargs="*", help="trace fluorescence_stack planes of these seeds instead")
     parser.add_argument("--warm", action="store_true", help="--stack: warm-start each plane from the previous")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -293,7 +305,9 @@ def main() -> None:
     if args.command == "report":
         import stopping_replay
 
-        if args.members:
+        if args.members and args.grid:
+            stopping_replay.members_report(args.out, stopping_replay.rule_grid(), best=args.grid)
+        elif args.members:
             stopping_replay.members_report(args.out, stopping_replay.MEMBER_RULES, per_case=True)
         else:
             stopping_replay.report(args.out)
@@ -310,7 +324,7 @@ def main() -> None:
         if args.cases and case.name not in args.cases:
             continue
         if args.members:
-            row = run_members(case, args.size, args.iterations)
+            row = run_members(case, args.size, args.iterations, **json.loads(args.dip_kwargs))
         else:
             row = run_case(case, args.size, args.iterations, args.watch, args.settings, args.ensemble)
         print(case.name, row["seconds"], "s; peak", np.max(row["psnr"]), flush=True)
