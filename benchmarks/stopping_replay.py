@@ -187,11 +187,13 @@ def cases(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
         print(f"{t['case']:<14} peak {psnr.max():.2f}@{peak_at:<5}", " ".join(parts))
 
 
-#: Rules for the member traces (photon cases).
+#: Rules for the member traces: the photon settings' rule where the fit ran with them.
 MEMBER_RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5, ceiling 1.5, rise 20 %": photon_default(),
-    "the same, rise 15 %": photon_default(0.15),
-    "the same, rise 10 % (the default before)": photon_default(0.10),
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), else ceiling 1": (
+        by_noise(photon_default(), GAUSSIAN_DEFAULT)
+    ),
+    "the same, rise 15 %": by_noise(photon_default(0.15), GAUSSIAN_DEFAULT),
+    "the same, rise 10 % (the default before)": by_noise(photon_default(0.10), GAUSSIAN_DEFAULT),
 }
 
 
@@ -216,7 +218,7 @@ def rule_grid() -> dict[str, RuleFn]:
 
 def member_traces(row: Trace) -> list[Trace]:
     """A ``stopping_traces.py run --members`` row as one trace per member, for the rules."""
-    shared = {"every": row["every"], "expected_residual": row["expected_residual"]}
+    shared = {k: row[k] for k in ("every", "expected_residual", "noise", "settings") if k in row}
     keys = ("emv", "wmv100", "residual", "psnr")
     return [{**shared, **{k: row[k][m] for k in keys}} for m in range(row["members"])]
 

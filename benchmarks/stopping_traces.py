@@ -158,6 +158,7 @@ def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> d
         "size": size,
         "members": len(psnr[0]),
         "noise": model.as_dict(),
+        "settings": "photon" if "ema" in job.schedule.options else "gaussian",
         "expected_residual": variance,
         "seconds": seconds,
         "every": MEMBER_EVERY,
