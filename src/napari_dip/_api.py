@@ -396,9 +396,10 @@ def prepare(
         model = estimate_noise(standard, known, noise, gain, offset)
     # noise="poisson": the fit sees the variance-stabilised image, whose noise is even.
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
-    # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality"); with
-    # today's settings the stabilised fit peaks higher at 40 photons, but its outputs'
-    # variance is too flat for the rule to find those peaks ("The variance-stabilised fit traced").
+    # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality"). Under
+    # the photon settings (TV, two members) the stabilised fit peaks higher at 40 photons, but
+    # its outputs' variance is too flat for the rule to find those peaks ("The variance-
+    # stabilised fit traced").
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
