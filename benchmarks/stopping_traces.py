@@ -19,7 +19,6 @@ checked on the held-out one, so one run per case serves every rule.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -298,7 +297,9 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=1, help="members (the trace: their mean statistic)")
     parser.add_argument("--members", action="store_true", help="trace each member of the default (two-member) ensemble")
     parser.add_argument("--grid", type=int, help="report --members: the N best of stopping_replay.rule_grid()")
-    parser.add_argument("--dip-kwargs", default="{}", help="--members: JSON keywords for denoise")
+    parser.add_argument(
+        "--dip-kwargs", default="{}", help='--members: JSON keywords for denoise ("$gain": the case\'s, as quality.py)'
+    )
     parser.add_argument("--stack", type=int, nargs="*", help="trace fluorescence_stack planes of these seeds instead")
     parser.add_argument("--warm", action="store_true", help="--stack: warm-start each plane from the previous")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -325,7 +326,7 @@ def main() -> None:
         if args.cases and case.name not in args.cases:
             continue
         if args.members:
-            row = run_members(case, args.size, args.iterations, **json.loads(args.dip_kwargs))
+            row = run_members(case, args.size, args.iterations, **quality.dip_kwargs(case, args))
         else:
             row = run_case(case, args.size, args.iterations, args.watch, args.settings, args.ensemble)
         print(case.name, row["seconds"], "s; peak", np.max(row["psnr"]), flush=True)
