@@ -1,0 +1,112 @@
+"""Two variants of the photon-limited fit, measured on quality.py's cases (CPU, width 32):
+
+    python benchmarks/photon_loss_variants.py weighted --iterations 1500 ihc-p40 ...
+    python benchmarks/photon_loss_variants.py stabilised-linear ihc-p40 ...
+
+``weighted``: the default fit with its squared loss weighted by the inverse of the noise
+model's variance (the Gaussian approximation of the Poisson–Gaussian likelihood), the
+variance taken at a smoothed copy of the noisy image (``--smooth`` pixels); no stopping
+rule, the best PSNR every 25 iterations (an oracle peak, as quality.py's dip-oracle).
+
+``stabilised-linear``: ``noise="poisson"`` (the fit sees the variance-stabilised image)
+with the stopping rule's output statistics (the outputs' exponential variance and the
+growth guard's windowed variance) taken in the linear space, through the stabilising
+transform's algebraic inverse, ``(v / 2)²``: the stabilised outputs' variance is flat while
+their PSNR climbs (BENCHMARKS.md). End to end, default settings otherwise.
+
+Both patch the engine from outside (neither is an option of the package). One JSON line
+per case (``--out`` appends it to a results file too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import napari_dip.fit as fit_module
+import napari_dip.stopping as stopping
+import quality
+from jsonl import append, emit
+
+
+def weighted(case: quality.Case, args: argparse.Namespace) -> dict:
+    clean, noisy = quality.make(case, 96)
+    job = quality.prepare_denoise(noisy, "cpu", 0, iterations=args.iterations, stopping=None, preview_every=25)
+    model = job.noise
+    variance = np.maximum(model.gain * gaussian_filter(noisy.astype(np.float64), args.smooth) + model.baseline, 1e-9)
+    weight = torch.from_numpy((1 / variance / np.mean(1 / variance)).astype(np.float32))[None, None]
+    plain = fit_module.data_loss
+    fit_module.data_loss = lambda prediction, measured: ((prediction - measured).square() * weight).mean()
+    curve: list[float] = []
+
+    def score(step: object) -> None:
+        if step.plane_preview is not None and step.record.iteration % 25 == 0:
+            curve.append(round(quality.psnr(case, clean, job.plane_to_user(step.plane_preview)), 3))
+
+    try:
+        start = time.perf_counter()
+        job.run(score)
+    finally:
+        fit_module.data_loss = plain
+    best = int(np.argmax(curve))
+    return {
+        "peak": curve[best],
+        "peak_iteration": 25 * (best + 1),
+        "smooth": args.smooth,
+        "seconds": round(time.perf_counter() - start),
+        "noise": model.describe(),
+        "curve": curve,
+    }
+
+
+def stabilised_linear(case: quality.Case, args: argparse.Namespace) -> dict:
+    clean, noisy = quality.make(case, 96)
+    job = quality.prepare_denoise(noisy, "cpu", 0, noise="poisson")
+    scale, offset = float(job.value_map.scale[0]), float(job.value_map.offset[0])  # unit -> stabilised
+
+    def linear(output: torch.Tensor) -> torch.Tensor:
+        return ((output * scale + offset) * 0.5).square()
+
+    emv, windowed = stopping.ExponentialVariance.statistic, stopping.Rule._windowed_variance
+    stopping.ExponentialVariance.statistic = lambda self, i, output, average: emv(self, i, linear(output), average)
+    stopping.Rule._windowed_variance = lambda self, window, i, output: windowed(self, window, i, linear(output))
+    last: list = [None]
+    try:
+        start = time.perf_counter()
+        restored = job.run(lambda step: last.__setitem__(0, step.record))
+    finally:
+        stopping.ExponentialVariance.statistic, stopping.Rule._windowed_variance = emv, windowed
+    return {
+        "psnr": round(quality.psnr(case, clean, restored), 3),
+        "stopped_at": last[0].iteration,
+        "kept_iteration": last[0].best_iteration,
+        "seconds": round(time.perf_counter() - start),
+        "noise": job.noise.describe(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant", choices=("weighted", "stabilised-linear"))
+    parser.add_argument("cases", nargs="+")
+    parser.add_argument("--iterations", type=int, default=1500, help="weighted: iterations of the oracle run")
+    parser.add_argument("--smooth", type=float, default=1.5, help="weighted: Gaussian sigma of the level, pixels")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    cases = {case.name: case for case in quality.all_cases()}
+    run = weighted if args.variant == "weighted" else stabilised_linear
+    for name in args.cases:
+        row = {"benchmark": "photon_loss_variants", "variant": args.variant, "case": name, **run(cases[name], args)}
+        emit(row)
+        append(args.out, [row])
+
+
+if __name__ == "__main__":
+    main()
