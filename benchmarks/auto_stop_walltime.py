@@ -4,21 +4,26 @@ For images and noise levels that are not in the early-stopping benchmark, runs
 the eager reference (benchmarks/reference_dip.py) for a fixed count, finds the
 iteration where its averaged output peaks (the oracle, which needs the clean
 image), and compares napari_dip.denoise with its default automatic stopping:
-PSNR and wall time. Run: python benchmarks/auto_stop_walltime.py
+PSNR and wall time. Run: python benchmarks/auto_stop_walltime.py [--set fresh96]
+[--out results.jsonl]; ``fresh96`` holds 96² crops of images no other benchmark here
+uses (the paper's library and zebra, scikit-image's page, text, logo and colour wheel).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_dip
+from jsonl import append
 from reference_dip import reference_dip
 
 WIDTH = 32
@@ -42,20 +47,49 @@ def reference_curve(noisy: np.ndarray, clean: np.ndarray, seed: int = 0) -> tupl
     return np.asarray(curve), (time.perf_counter() - start) / REFERENCE_ITERATIONS
 
 
-def main() -> None:
-    rng = np.random.default_rng(7)
-    cases = {
-        "coffee grey 64², σ=30": (data.coffee()[150:214, 250:314].mean(axis=-1) / 255, 30),
-        "coins 64², σ=20": (data.coins()[100:164, 100:164] / 255, 20),
-        "rocket RGB 64², σ=40": (data.rocket()[200:264, 250:314] / 255, 40),
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dip"
+
+
+def _crop(image: np.ndarray, y: int, x: int, size: int = 96) -> np.ndarray:
+    crop = image[y : y + size, x : x + size]
+    return (crop[..., :3] if crop.ndim == 3 else crop) / 255  # RGBA: RGB
+
+
+def cases(name: str) -> dict[str, tuple[np.ndarray, float]]:
+    """(clean image in [0, 1], (H, W) or (H, W, 3); noise σ in 8-bit units) by case name."""
+    if name == "small64":
+        return {
+            "coffee grey 64², σ=30": (data.coffee()[150:214, 250:314].mean(axis=-1) / 255, 30),
+            "coins 64², σ=20": (data.coins()[100:164, 100:164] / 255, 20),
+            "rocket RGB 64², σ=40": (data.rocket()[200:264, 250:314] / 255, 40),
+        }
+    library = iio.imread(SHARED / "inpainting" / "library.png")
+    zebra = iio.imread(SHARED / "sr" / "zebra_GT.png")
+    return {
+        "library grey, σ=25": (_crop(library, 200, 300).mean(axis=-1), 25),
+        "library RGB, σ=50": (_crop(library, 120, 420), 50),
+        "zebra RGB, σ=25": (_crop(zebra, 150, 250), 25),
+        "zebra grey, σ=15": (_crop(zebra, 250, 100).mean(axis=-1), 15),
+        "page, σ=15": (_crop(data.page(), 50, 150), 15),
+        "text, σ=50": (_crop(data.text(), 40, 200), 50),
+        "logo RGB, σ=15": (_crop(data.logo(), 200, 200), 15),
+        "colour wheel RGB, σ=25": (_crop(data.colorwheel(), 140, 60), 25),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="small64", choices=("small64", "fresh96"))
+    parser.add_argument("--out", type=Path, help="append one JSON line per case")
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
     print(f"CPU, {torch.get_num_threads()} threads, width {WIDTH}")
     print(
         "| case | noisy dB | reference peak dB | at iteration | time to peak | napari-dip auto dB | stopped at "
         "| napari-dip time | time / (2 × time to peak) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, (clean, sigma) in cases.items():
+    for name, (clean, sigma) in cases(args.set).items():
         chw = (np.moveaxis(clean, -1, 0) if clean.ndim == 3 else clean[None]).astype(np.float32)
         noisy = np.clip(chw + rng.normal(0, sigma / 255, chw.shape), 0, 1).astype(np.float32)
         curve, per_iteration = reference_curve(noisy, chw)
@@ -71,9 +105,14 @@ def main() -> None:
         to_peak = peak * per_iteration
         print(
             f"| {name} | {psnr(noisy, chw):.2f} | {curve.max():.2f} | {peak} | {to_peak:.1f} s | "
-            f"{psnr(out, chw):.2f} | {seen[-1].iteration} | {seconds:.1f} s | {seconds / (2 * to_peak):.2f} |",
+            f"{psnr(out, chw):.2f} | {seen[-1].record.iteration} | {seconds:.1f} s | {seconds / (2 * to_peak):.2f} |",
             flush=True,
         )
+        row = {"benchmark": "auto_stop_walltime", "set": args.set, "case": name, "noisy": round(psnr(noisy, chw), 3)}
+        row |= {"reference_peak": round(float(curve.max()), 3), "reference_peak_iteration": peak}
+        row |= {"reference_ms": round(1e3 * per_iteration, 1), "psnr": round(psnr(out, chw), 3)}
+        row |= {"stopped_at": seen[-1].record.iteration, "kept_iteration": seen[-1].record.best_iteration}
+        append(args.out, [row | {"seconds": round(seconds, 1), "width": WIDTH}])
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def variance_minimum(
     growth: float | None = None,
     growth_key: str = "wmv100",
     ceiling: float | None = None,
+    plateau: tuple[float, float, int] | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -45,20 +46,31 @@ def variance_minimum(
     ``growth`` times its lowest, keeping this output with ``rise``, else as the floor
     does; with ``ceiling``, nothing counts (statistic, rise, growth) while the residual
     (the nearest record) is above ``ceiling`` times the variance, and the patience counts
-    from the last such iteration. Without these: the fit ends ``patience`` iterations
-    after the best."""
+    from the last such iteration. With ``plateau`` = (level, drop, span), the fit also ends
+    (as by the floor) where the residual is down to ``level`` times the variance while the
+    lowest statistic has fallen by less than ``drop`` (a fraction) over the last ``span``
+    iterations. Without these: the fit ends ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
         ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
         windowed = _series(trace, growth_key) if growth is not None else None
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
+        bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
         for i, s in enumerate(stat, start=1):
+            bests[i] = bests[i - 1]
             if ceiling is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling:
                 since = max(since, i)  # not fitted yet: as if warming up
                 continue
+            if np.isfinite(s):
+                bests[i] = min(bests[i], s)
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
+            if plateau is not None and i % trace["every"] == 0 and i > plateau[2]:
+                level, drop, span = plateau
+                flat = np.isfinite(bests[i - span]) and bests[i] > (1 - drop) * bests[i - span]
+                if flat and ratio[i // trace["every"] - 1] <= level:
+                    return (kept or i), i
             if windowed is not None and np.isfinite(windowed[i - 1]):
                 lowest = min(lowest, windowed[i - 1])
                 if windowed[i - 1] >= growth * lowest:  # kept as by the rise, else as by the floor

@@ -6,8 +6,17 @@ import torch
 
 import napari_dip
 from conftest import FAST, psnr
-from napari_dip.fit import Fit
-from napari_dip.stopping import DEFAULT_RULE, RULES, ExponentialVariance, Rule, WindowedVariance, make_rule
+from napari_dip.fit import Fit, photon_options
+from napari_dip.schedule import WARM_RULE
+from napari_dip.stopping import (
+    DEFAULT_RULE,
+    PLATEAU_SPAN,
+    RULES,
+    ExponentialVariance,
+    Rule,
+    WindowedVariance,
+    make_rule,
+)
 
 
 def feed(rule, outputs):
@@ -169,6 +178,33 @@ def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
     assert not any(run_scripted(watched(falling, floor=0.25), 40, residual=(20, float("nan"))))
 
 
+def test_plateau_ends_a_member_near_the_noisy_image_whose_statistic_lies_flat():
+    # Averages i near the noisy value 500, noise variance 100²: the residual is down to 0.75
+    # variances from iteration 414 on. The statistic creeps down 1 % per 200 iterations
+    # (under PLATEAU_DROP): done there, keeping its best before (as the floor does).
+    creeping = np.cumprod(np.full(600, 1 - 0.01 / PLATEAU_SPAN))
+    rule = Scripted(creeping[:, None], patience=1000, plateau=0.75)
+    done = run_scripted(rule, 600, residual=(500, 100.0**2))
+    assert done.index(True) + 1 == 414 and rule.best_iterations == [413]
+    # Falling 6 % per 200 iterations, it is heeded: no end before its patience.
+    falling = np.cumprod(np.full(600, 1 - 0.06 / PLATEAU_SPAN))
+    assert not any(run_scripted(Scripted(falling[:, None], patience=1000, plateau=0.75), 600, residual=(500, 1e4)))
+    # Flat, but the residual stays above 0.75 variances (noisy value far off): not done.
+    assert not any(run_scripted(Scripted(creeping[:, None], patience=1000, plateau=0.75), 600, residual=(5000, 1e4)))
+    # No plateau without the noise variance, nor with plateau 0.
+    assert not any(run_scripted(Scripted(creeping[:, None], patience=1000, plateau=0.75), 600))
+    assert not any(run_scripted(Scripted(creeping[:, None], patience=1000, plateau=0), 600, residual=(500, 1e4)))
+
+
+def test_the_photon_settings_and_warm_units_take_no_plateau():
+    assert photon_options(0.05)["plateau"] == 0.0
+    assert WARM_RULE["plateau"] == 0
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    common = {"width": 4, "iterations": 2, "device": "cpu", "stopping": "emv", "noise_variance": 0.01}
+    assert Fit("denoise", image, **common).rule.plateau == 0.75
+    assert Fit("denoise", image, **common, **photon_options(0.05)).rule.plateau is None
+
+
 def test_growth_ends_a_member_once_its_raw_outputs_vary_more_than_growth_times_their_least():
     # Raw outputs climb by 1 a step to iteration 15, then by 2: with a window of 2 their
     # variance goes from 0.25 to 1.0 at iteration 16, 4 times its lowest.
@@ -244,6 +280,8 @@ def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
     assert ExponentialVariance().growth == 2.5 and WindowedVariance().growth is None
     assert ExponentialVariance(growth=0).growth is None
     assert ExponentialVariance().ceiling == 1.0 and WindowedVariance().ceiling is None
+    assert ExponentialVariance().plateau == 0.75 and WindowedVariance().plateau is None
+    assert ExponentialVariance(plateau=0).plateau is None
     for bad in (-0.01, float("inf"), "1%"):
         with pytest.raises(ValueError, match="tolerance"):
             ExponentialVariance(tolerance=bad)
@@ -255,6 +293,8 @@ def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
     for bad in (-1, float("inf"), "1x"):
         with pytest.raises(ValueError, match="ceiling"):
             ExponentialVariance(ceiling=bad)
+        with pytest.raises(ValueError, match="plateau"):
+            ExponentialVariance(plateau=bad)
 
 
 def test_rise_must_be_a_positive_fraction():

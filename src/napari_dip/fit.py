@@ -131,7 +131,9 @@ def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str
     low, high = PHOTON_INPUT_NOISE
     options = {"ema": PHOTON_EMA, "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high)}
     if rule in ("wmv", "emv"):
-        options["rise"], options["ceiling"] = PHOTON_RISE, PHOTON_CEILING
+        # No plateau: measured on Gaussian images only (slow photon fits, e.g. planes of
+        # 16-bit stacks, lie flat long before their peak).
+        options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
     return options
 
 
@@ -471,9 +473,14 @@ class Fit:
         averaged output's residual has fallen to this many noise variances
         (``napari_dip.stopping``; needs ``noise_variance``). None: the rule's default,
         none under a TV term; 0: none. ``photon_options`` sets it.
+    plateau : float or None
+        For a rule given by name: a member is also done once its averaged output's
+        residual is down to this many noise variances while its statistic lies flat
+        (``napari_dip.stopping``; needs ``noise_variance``). None: the rule's default;
+        0: none. ``photon_options`` sets 0.
     rule_options : mapping, optional
         For a rule given by name: its settings (``make_rule`` keywords such as
-        ``window``, ``patience``, ``growth``), over ``rise`` and ``ceiling``: a
+        ``window``, ``patience``, ``growth``), over ``rise``, ``ceiling`` and ``plateau``: a
         warm-started plane's rule (``schedule.WARM_RULE``).
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
@@ -526,6 +533,7 @@ class Fit:
         stopping: str | Rule | None = None,
         rise: float | None = None,
         ceiling: float | None = None,
+        plateau: float | None = None,
         rule_options: Mapping[str, float] | None = None,
         noise_variance: float | None = None,
         tv: float = 0.0,
@@ -617,7 +625,7 @@ class Fit:
         # would run to its cap); the photon settings' ceiling is higher.
         if ceiling is None and self.tv:
             ceiling = 0.0
-        settings = {"rise": rise, "ceiling": ceiling, **(rule_options or {})}
+        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, **(rule_options or {})}
         self.rule = None if stopping is None else make_rule(stopping, **settings)
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:

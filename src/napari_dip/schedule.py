@@ -39,7 +39,14 @@ MIN_OVERLAP = 8
 #: replayed on 7 warm planes of a 16-bit stack, the lowest kept 0.52 dB under the peak on
 #: average, the photon settings' rise 1.04 (BENCHMARKS.md, "The ceiling under the photon
 #: settings").
-WARM_RULE: dict[str, float | None] | None = {"window": 50, "patience": 100, "growth": 0, "rise": None, "ceiling": 1.0}
+WARM_RULE: dict[str, float | None] | None = {
+    "window": 50,
+    "patience": 100,
+    "growth": 0,
+    "rise": None,
+    "ceiling": 1.0,
+    "plateau": 0,  # a warm unit's statistic lies flat from its start (not measured with one)
+}
 
 
 def tile_starts(length: int, size: int, overlap: int) -> list[int]:
