@@ -137,14 +137,16 @@ def photon_default(rise: float = 0.20) -> RuleFn:
     return variance_minimum(tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5)
 
 
-#: The engine's rule outside the photon settings.
-GAUSSIAN_DEFAULT = variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0)
+#: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).
+GAUSSIAN_DEFAULT = variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0, plateau=(0.75, 0.05, 200))
+#: ... and before its plateau end.
+GAUSSIAN_NO_PLATEAU = variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0)
 
 RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), else ceiling 1": (
-        by_noise(photon_default(), GAUSSIAN_DEFAULT)
-    ),
-    "the same with a rise of 10 % (the default before)": by_noise(photon_default(0.10), GAUSSIAN_DEFAULT),
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), "
+    "else ceiling 1, plateau 0.75": by_noise(photon_default(), GAUSSIAN_DEFAULT),
+    "the same without the plateau (the default before)": by_noise(photon_default(), GAUSSIAN_NO_PLATEAU),
+    "the same with a rise of 10 % (the default before)": by_noise(photon_default(0.10), GAUSSIAN_NO_PLATEAU),
     "emv, 1 % tolerance, floor 0.35, growth 2.5; rise 10 % with the photon settings": by_noise(
         variance_minimum(tolerance=0.01, rise=0.10, floor=0.35, growth=2.5),
         variance_minimum(tolerance=0.01, floor=0.35, growth=2.5),
@@ -201,8 +203,12 @@ def cases(path: Path, rules: dict[str, RuleFn] = RULES) -> None:
 
 #: Rules for the member traces: the photon settings' rule where the fit ran with them.
 MEMBER_RULES: dict[str, RuleFn] = {
-    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), else ceiling 1": (
-        by_noise(photon_default(), GAUSSIAN_DEFAULT)
+    "default: emv, 1 % tolerance, floor 0.35, growth 2.5; rise 20 %, ceiling 1.5 (photon settings), "
+    "else ceiling 1, plateau 0.75": by_noise(photon_default(), GAUSSIAN_DEFAULT),
+    "the same without the plateau (the default before)": by_noise(photon_default(), GAUSSIAN_NO_PLATEAU),
+    "the same, plateau 0.75 with a 3 % drop": by_noise(
+        photon_default(),
+        variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0, plateau=(0.75, 0.03, 200)),
     ),
     "the same, rise 15 %": by_noise(photon_default(0.15), GAUSSIAN_DEFAULT),
     "the same, rise 10 % (the default before)": by_noise(photon_default(0.10), GAUSSIAN_DEFAULT),
