@@ -23,6 +23,7 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).parent))
 import napari_dip
+import quality
 from jsonl import append
 from reference_dip import reference_dip
 
@@ -47,12 +48,10 @@ def reference_curve(noisy: np.ndarray, clean: np.ndarray, seed: int = 0) -> tupl
     return np.asarray(curve), (time.perf_counter() - start) / REFERENCE_ITERATIONS
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dip"
-
-
-def _crop(image: np.ndarray, y: int, x: int, size: int = 96) -> np.ndarray:
-    crop = image[y : y + size, x : x + size]
-    return (crop[..., :3] if crop.ndim == 3 else crop) / 255  # RGBA: RGB
+def _unit(image: np.ndarray, y: int, x: int, size: int = 96) -> np.ndarray:
+    """The ``size``² crop from (y, x), in [0, 1] (RGBA: RGB)."""
+    crop = quality._crop(image, (y + size // 2, x + size // 2), size)
+    return (crop[..., :3] if crop.ndim == 3 else crop) / 255
 
 
 def cases(name: str) -> dict[str, tuple[np.ndarray, float]]:
@@ -63,17 +62,18 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, float]]:
             "coins 64², σ=20": (data.coins()[100:164, 100:164] / 255, 20),
             "rocket RGB 64², σ=40": (data.rocket()[200:264, 250:314] / 255, 40),
         }
-    library = iio.imread(SHARED / "inpainting" / "library.png")
-    zebra = iio.imread(SHARED / "sr" / "zebra_GT.png")
+    # The grey library, zebra and page crops are quality.py's "judge" images.
+    library = iio.imread(quality.SHARED / "inpainting" / "library.png")
+    zebra = iio.imread(quality.SHARED / "sr" / "zebra_GT.png")
     return {
-        "library grey, σ=25": (_crop(library, 200, 300).mean(axis=-1), 25),
-        "library RGB, σ=50": (_crop(library, 120, 420), 50),
-        "zebra RGB, σ=25": (_crop(zebra, 150, 250), 25),
-        "zebra grey, σ=15": (_crop(zebra, 250, 100).mean(axis=-1), 15),
-        "page, σ=15": (_crop(data.page(), 50, 150), 15),
-        "text, σ=50": (_crop(data.text(), 40, 200), 50),
-        "logo RGB, σ=15": (_crop(data.logo(), 200, 200), 15),
-        "colour wheel RGB, σ=25": (_crop(data.colorwheel(), 140, 60), 25),
+        "library grey, σ=25": (_unit(library, 200, 300).mean(axis=-1), 25),
+        "library RGB, σ=50": (_unit(library, 120, 420), 50),
+        "zebra RGB, σ=25": (_unit(zebra, 150, 250), 25),
+        "zebra grey, σ=15": (_unit(zebra, 250, 100).mean(axis=-1), 15),
+        "page, σ=15": (_unit(data.page(), 50, 150), 15),
+        "text, σ=50": (_unit(data.text(), 40, 200), 50),
+        "logo RGB, σ=15": (_unit(data.logo(), 200, 200), 15),
+        "colour wheel RGB, σ=25": (_unit(data.colorwheel(), 140, 60), 25),
     }
 
 
