@@ -213,7 +213,8 @@ class Rule:
         pixels left out of the fit) and the noise variance, in the fit's units. With a
         ``floor``, a member is done once its averaged output's residual has fallen to
         ``floor × variance``; with a ``ceiling``, no output counts (nor any rise or growth)
-        until it has fallen to ``ceiling × variance``."""
+        until it has fallen to ``ceiling × variance``; with a ``plateau``, a member is done
+        once it is at ``plateau × variance`` while its statistic lies flat."""
         if not (self.floor or self.ceiling or self.plateau):
             return
         if not (math.isfinite(variance) and variance > 0) or not bool(weight.any()):
