@@ -38,27 +38,22 @@ from jsonl import append, emit
 
 def weighted(case: quality.Case, args: argparse.Namespace) -> dict:
     clean, noisy = quality.make(case, 96)
-    job = quality.prepare_denoise(noisy, "cpu", 0, iterations=args.iterations, stopping=None, preview_every=25)
-    model = job.noise
+    model = quality.prepare_denoise(noisy, "cpu", 0).noise  # the fit's own noise model
     variance = np.maximum(model.gain * gaussian_filter(noisy.astype(np.float64), args.smooth) + model.baseline, 1e-9)
     weight = torch.from_numpy((1 / variance / np.mean(1 / variance)).astype(np.float32))[None, None]
     plain = fit_module.data_loss
     fit_module.data_loss = lambda prediction, measured: ((prediction - measured).square() * weight).mean()
-    curve: list[float] = []
-
-    def score(step: object) -> None:
-        if step.plane_preview is not None and step.record.iteration % 25 == 0:
-            curve.append(round(quality.psnr(case, clean, job.plane_to_user(step.plane_preview)), 3))
-
+    settings = {"dip_kwargs": "{}", "oracle_iterations": args.iterations, "dip_input": "uint16"}
+    oracle = argparse.Namespace(**settings, device="cpu", seed=0)
     try:
         start = time.perf_counter()
-        job.run(score)
+        _, extra = quality.dip_oracle(case, noisy, clean, oracle)
     finally:
         fit_module.data_loss = plain
-    best = int(np.argmax(curve))
+    curve = extra["curve"]
     return {
-        "peak": curve[best],
-        "peak_iteration": 25 * (best + 1),
+        "peak": max(curve),
+        "peak_iteration": extra["oracle_iteration"],
         "smooth": args.smooth,
         "seconds": round(time.perf_counter() - start),
         "noise": model.describe(),
