@@ -1,7 +1,8 @@
-"""Two variants of the photon-limited fit, measured on quality.py's cases (CPU, width 32):
+"""Three variants of the photon-limited fit, measured on quality.py's cases (CPU, width 32):
 
     python benchmarks/photon_loss_variants.py weighted --iterations 1500 ihc-p40 ...
     python benchmarks/photon_loss_variants.py stabilised-linear ihc-p40 ...
+    python benchmarks/photon_loss_variants.py flipped --iterations 1500 ihc-p40 ...
 
 ``weighted``: the default fit with its squared loss weighted by the inverse of the noise
 model's variance (the Gaussian approximation of the Poisson–Gaussian likelihood), the
@@ -14,7 +15,12 @@ growth guard's windowed variance) taken in the linear space, through the stabili
 transform's algebraic inverse, ``(v / 2)²``: the stabilised outputs' variance is flat while
 their PSNR climbs (BENCHMARKS.md). End to end, default settings otherwise.
 
-Both patch the engine from outside (neither is an option of the package). One JSON line
+``flipped``: the default two-member ensemble with the second member's output turned by 180°
+(both image axes flipped) before the loss, so that its strided convolutions sample the other
+phase of the pixel grid and the members' grid biases differ, not only their seeds; oracle
+peaks of the flipped and the plain ensemble, same seed, side by side.
+
+All three patch the engine from outside (neither is an option of the package). One JSON line
 per case (``--out`` appends it to a results file too).
 """
 
@@ -87,16 +93,55 @@ def stabilised_linear(case: quality.Case, args: argparse.Namespace) -> dict:
     }
 
 
+class _Flipped(torch.nn.Module):
+    """An ensemble whose odd members' outputs are turned by 180° (input noise is i.i.d.,
+    so only the output needs turning)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.inner(z)
+        return torch.cat([o if k % 2 == 0 else o.flip((-2, -1)) for k, o in enumerate(out.split(1))])
+
+
+def flipped(case: quality.Case, args: argparse.Namespace) -> dict:
+    clean, noisy = quality.make(case, 96)
+    settings = {"dip_kwargs": "{}", "oracle_iterations": args.iterations, "dip_input": "uint16"}
+    oracle = argparse.Namespace(**settings, device="cpu", seed=0)
+    row: dict = {}
+    plain_init = fit_module.Fit.__init__
+
+    def turned_init(self: fit_module.Fit, *a: object, **kw: object) -> None:
+        plain_init(self, *a, **kw)
+        self.net = _Flipped(self.net)
+
+    for name, init in (("plain", plain_init), ("flipped", turned_init)):
+        fit_module.Fit.__init__ = init
+        try:
+            start = time.perf_counter()
+            _, extra = quality.dip_oracle(case, noisy, clean, oracle)
+        finally:
+            fit_module.Fit.__init__ = plain_init
+        row[name] = {
+            "peak": max(extra["curve"]),
+            "peak_iteration": extra["oracle_iteration"],
+            "seconds": round(time.perf_counter() - start),
+        }
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=("weighted", "stabilised-linear"))
+    parser.add_argument("variant", choices=("weighted", "stabilised-linear", "flipped"))
     parser.add_argument("cases", nargs="+")
-    parser.add_argument("--iterations", type=int, default=1500, help="weighted: iterations of the oracle run")
+    parser.add_argument("--iterations", type=int, default=1500, help="weighted, flipped: oracle iterations")
     parser.add_argument("--smooth", type=float, default=1.5, help="weighted: Gaussian sigma of the level, pixels")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     cases = {case.name: case for case in quality.all_cases()}
-    run = weighted if args.variant == "weighted" else stabilised_linear
+    run = {"weighted": weighted, "stabilised-linear": stabilised_linear, "flipped": flipped}[args.variant]
     for name in args.cases:
         row = {"benchmark": "photon_loss_variants", "variant": args.variant, "case": name, **run(cases[name], args)}
         emit(row)
