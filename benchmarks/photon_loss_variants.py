@@ -42,6 +42,11 @@ import quality
 from jsonl import append, emit
 
 
+def _oracle_settings(iterations: int) -> argparse.Namespace:
+    """quality.dip_oracle's settings: the default fit on the uint16 counts, seed 0, CPU."""
+    return argparse.Namespace(dip_kwargs="{}", oracle_iterations=iterations, dip_input="uint16", device="cpu", seed=0)
+
+
 def weighted(case: quality.Case, args: argparse.Namespace) -> dict:
     clean, noisy = quality.make(case, 96)
     model = quality.prepare_denoise(noisy, "cpu", 0).noise  # the fit's own noise model
@@ -49,8 +54,7 @@ def weighted(case: quality.Case, args: argparse.Namespace) -> dict:
     weight = torch.from_numpy((1 / variance / np.mean(1 / variance)).astype(np.float32))[None, None]
     plain = fit_module.data_loss
     fit_module.data_loss = lambda prediction, measured: ((prediction - measured).square() * weight).mean()
-    settings = {"dip_kwargs": "{}", "oracle_iterations": args.iterations, "dip_input": "uint16"}
-    oracle = argparse.Namespace(**settings, device="cpu", seed=0)
+    oracle = _oracle_settings(args.iterations)
     try:
         start = time.perf_counter()
         _, extra = quality.dip_oracle(case, noisy, clean, oracle)
@@ -108,8 +112,7 @@ class _Flipped(torch.nn.Module):
 
 def flipped(case: quality.Case, args: argparse.Namespace) -> dict:
     clean, noisy = quality.make(case, 96)
-    settings = {"dip_kwargs": "{}", "oracle_iterations": args.iterations, "dip_input": "uint16"}
-    oracle = argparse.Namespace(**settings, device="cpu", seed=0)
+    oracle = _oracle_settings(args.iterations)
     row: dict = {}
     plain_init = fit_module.Fit.__init__
 

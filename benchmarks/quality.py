@@ -204,12 +204,15 @@ def _electrons_read(case: Case) -> float:
     return float(np.sqrt(p["read_noise"] ** 2 + 1 / (12 * p["gain"] ** 2)))
 
 
-def _bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    """BM3D (grey) or CBM3D (RGB), run on [0, 1]-scaled data as the package's examples do."""
+def _bm3d(noisy: np.ndarray, sigma: float, pilot: np.ndarray | None = None) -> np.ndarray:
+    """BM3D (grey) or CBM3D (RGB), run on [0, 1]-scaled data as the package's examples do;
+    with ``pilot`` (grey only), only BM3D's second (Wiener) stage, guided by it."""
     import bm3d
 
     scale = 255.0 if noisy.ndim == 3 else max(float(np.abs(noisy).max()), 1e-12)
     z = noisy.astype(np.float64) / scale
+    if pilot is not None:
+        return np.asarray(bm3d.bm3d(z, sigma / scale, stage_arg=pilot / scale)) * scale
     out = bm3d.bm3d_rgb(z, sigma / scale) if noisy.ndim == 3 else bm3d.bm3d(z, sigma / scale)
     return np.asarray(out) * scale
 

@@ -101,26 +101,18 @@ def selected(args: argparse.Namespace) -> list[quality.Case]:
 
 
 def pilots(args: argparse.Namespace) -> None:
-    import napari_dip
-
     args.cache.mkdir(parents=True, exist_ok=True)
     for case in selected(args):
         path = args.cache / f"{case.name}.npz"
         if path.exists():
             continue
         clean, noisy = quality.make(case, args.size)
-        model = quality.prepare_denoise(noisy, "cpu", 0).noise
         start = time.perf_counter()
-        out = napari_dip.denoise(
-            noisy,
-            channel_axis=-1 if noisy.ndim == 3 else None,
-            device="cpu",
-            seed=0,
-            width=quality.WIDTH,
-            dtype=np.float32,
-        )
+        job = quality.prepare_denoise(noisy, "cpu", 0, dtype=np.float32)  # denoise's defaults at WIDTH
+        out = job.run()
         seconds = time.perf_counter() - start
-        np.savez(path, clean=clean, noisy=noisy, pilot=out, noise=json.dumps(model.as_dict()), seconds=seconds)
+        noise = json.dumps(job.noise.as_dict())
+        np.savez(path, clean=clean, noisy=noisy, pilot=out, noise=noise, seconds=seconds)
         print(f"{case.name}: {quality.psnr(case, clean, out):.3f} dB in {seconds:.0f} s", flush=True)
 
 
@@ -139,19 +131,14 @@ def passed(noisy: np.ndarray, pilot: np.ndarray, noise: dict, block: int, scale:
 
 
 def bm3d_stage(case: quality.Case, noisy: np.ndarray, pilot: np.ndarray) -> np.ndarray:
-    """BM3D's own second stage (``bm3d`` with the pilot as ``stage_arg``; grey only), with
-    the case's true noise: on the Anscombe-stabilised counts for photon cases, as BM3D+GAT."""
-    import bm3d
-
+    """BM3D's own second stage guided by the pilot (grey only), with the case's true noise:
+    on the Anscombe-stabilised counts for photon cases, as quality.py's BM3D+GAT."""
     if case.kind == "photon":
         p, read = case.params, quality._electrons_read(case)
         z = quality.anscombe((noisy - p["offset"]) / p["gain"], read)
         guide = quality.anscombe(np.maximum((pilot - p["offset"]) / p["gain"], 0), read)
-        s = float(z.max())
-        out = np.asarray(bm3d.bm3d(z / s, 1.0 / s, stage_arg=guide / s)) * s
-        return p["offset"] + p["gain"] * quality.inverse_anscombe(out, read)
-    s = 255.0
-    return np.asarray(bm3d.bm3d(noisy / s, case.params["sigma"] / s, stage_arg=pilot / s)) * s
+        return p["offset"] + p["gain"] * quality.inverse_anscombe(quality._bm3d(z, 1.0, guide), read)
+    return quality._bm3d(noisy, case.params["sigma"], pilot)
 
 
 def report(args: argparse.Namespace) -> None:
