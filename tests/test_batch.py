@@ -79,7 +79,7 @@ def tree(tmp_path):
 
 def test_a_folder_with_a_broken_file_and_a_stack(tree, capsys):
     root, clean, noisy = tree
-    argv = ["batch", str(root / "in"), str(root / "out"), "--workers", "2", "--iterations", "600", "--ensemble", "1"]
+    argv = ["batch", str(root / "in"), str(root / "out"), "--workers", "2", "--iterations", "300", "--ensemble", "1"]
     assert main([*argv, "--width", "16", "--device", "cpu", "--quiet"]) == 1  # something failed
     captured = capsys.readouterr()
     table = captured.out
