@@ -58,7 +58,7 @@ def _peak(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 1):
+def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
     from napari_dip.fit import Fit
 
     fit = Fit(
@@ -71,12 +71,13 @@ def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 
         precision=precision,
         ensemble=ensemble,
         stopping="emv",  # as denoise runs: the rule's per-member bookkeeping is part of the cost
+        compile=compile,
     )
     steps = iter(fit)
     return lambda: next(steps)
 
 
-def _steps_reference(image, width: int, device: str, precision: str, ensemble: int = 1):
+def _steps_reference(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
     import torch
 
     from reference_dip import skip_net
@@ -100,7 +101,7 @@ def _steps_reference(image, width: int, device: str, precision: str, ensemble: i
     return step
 
 
-def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1):
+def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
     import deepinv
     import torch
 
@@ -120,7 +121,7 @@ def run_one(args: argparse.Namespace) -> dict:
     image = _image(args.size, args.channels)
     make = {"ours": _steps_ours, "reference": _steps_reference, "deepinv": _steps_deepinv}[args.implementation]
     start = time.perf_counter()
-    step = make(image, args.width, args.device, args.precision, args.ensemble)
+    step = make(image, args.width, args.device, args.precision, args.ensemble, args.compile)
     for _ in range(args.warmup):
         step()
     _sync(args.device)
@@ -151,6 +152,15 @@ def main() -> None:
     p.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS))
     p.add_argument("--ensembles", type=int, nargs="*", default=[], help="also time ours with K members")
     p.add_argument("--ensemble", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--compiled",
+        nargs="*",
+        default=[],
+        metavar="PRECISION",
+        help="also time ours through torch.compile at these precisions (float32, bfloat16); "
+        "its set-up holds the compilation",
+    )
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--out", default=None)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -166,7 +176,6 @@ def main() -> None:
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"torch {torch.__version__}, {args.device} ({name}), {torch.get_num_threads()} threads, width {args.width}")
-    rows = []
     for size in args.sizes:
         for channels in args.channels:
             row = {
@@ -179,14 +188,18 @@ def main() -> None:
                 "width": args.width,
                 "precision": args.precision,
             }
-            runs = [(impl, impl, 1) for impl in args.implementations]
-            runs += [(f"ours_k{k}", "ours", k) for k in args.ensembles if "ours" in args.implementations]
-            for key, impl, members in runs:
+            # (key, implementation, members, precision, compiled)
+            runs = [(impl, impl, 1, args.precision, False) for impl in args.implementations]
+            if "ours" in args.implementations:
+                runs += [(f"ours_k{k}", "ours", k, args.precision, False) for k in args.ensembles]
+                runs += [(f"ours_compiled_{p}", "ours", 1, p, True) for p in args.compiled]
+            for key, impl, members, precision, compiled in runs:
                 command = [sys.executable, __file__, "--implementation", impl, "--size", str(size)]
                 command += ["--ensemble", str(members)]
                 command += ["--channel-count", str(channels), "--device", args.device, "--width", str(args.width)]
                 command += ["--iterations", str(args.iterations), "--warmup", str(args.warmup)]
-                command += ["--result-iterations", str(args.result_iterations), "--precision", args.precision]
+                command += ["--result-iterations", str(args.result_iterations), "--precision", precision]
+                command += ["--compile"] if compiled else []
                 try:
                     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
@@ -197,6 +210,11 @@ def main() -> None:
                     row[key] = {"skipped": last[:200]}  # e.g. deepinv not installed
                     continue
                 row[key] = json.loads(done.stdout.strip().splitlines()[-1])
+                if compiled and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("reference", {}):
+                    row[key]["ratio_to_reference"] = round(
+                        row[key]["ms_per_iteration"] / row["reference"]["ms_per_iteration"], 3
+                    )
+                emit({"size": size, "channels": channels, key: row[key]})  # progress, in case a later run hangs
                 if members > 1 and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("ours", {}):
                     # Cost of the ensemble over one network: K means K networks' arithmetic.
                     row[key]["ratio_to_one"] = round(row[key]["ms_per_iteration"] / row["ours"]["ms_per_iteration"], 3)
@@ -206,8 +224,7 @@ def main() -> None:
                 row["ratio_time_to_result"] = round(ours["time_to_result_s"] / ref["time_to_result_s"], 3)
                 row["ratio_peak_memory"] = round(ours["peak_memory_mb"] / ref["peak_memory_mb"], 3)
             emit(row)
-            rows.append(row)
-    append(args.out, rows)
+            append(args.out, [row])  # row by row: a run cut short keeps what it measured
 
 
 if __name__ == "__main__":

@@ -88,6 +88,25 @@ def test_same_seed_same_result_on_cpu_and_different_seed_differs():
     assert not np.array_equal(run(3), run(4))
 
 
+def test_a_network_that_fails_to_compile_runs_eagerly_with_a_warning(monkeypatch):
+    class Broken(torch.nn.Module):  # what inductor without a compiler or Triton amounts to
+        def forward(self, z):
+            raise RuntimeError("no working C++ compiler")
+
+    def run(**options):
+        fit = Fit("denoise", small_image(h=32, w=32), width=8, iterations=5, seed=3, device="cpu", **options)
+        list(fit)
+        return fit
+
+    monkeypatch.setattr(torch, "compile", lambda module, **_: Broken())
+    with pytest.warns(RuntimeWarning, match="no working C\\+\\+ compiler"):
+        fallen_back = run(compile=True)
+    assert not fallen_back.compiled
+    # The failed first call changed nothing: the same fit as one never compiled.
+    np.testing.assert_array_equal(fallen_back.result(), run(compile=False).result())
+    assert run().compiled is False  # not by default on CPU (slower there)
+
+
 def test_seeding_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)

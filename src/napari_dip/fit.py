@@ -18,6 +18,7 @@ import math
 import platform
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -40,6 +41,10 @@ from .stopping import DEFAULT_RULE, Rule, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
 NET_INPUTS = ("noise", "meshgrid")
+#: Device types whose fits compile their network by default (``Fit(compile=None)``). Not
+#: the CPU: inductor's C++ step was slower there (35.4 against 28.5 ms at 96², width 32)
+#: after a 77-174 s compilation (BENCHMARKS.md).
+COMPILE_DEVICES: tuple[str, ...] = ()
 #: Eager steps before a CUDA graph is captured (cuDNN autotuning, Adam state).
 GRAPH_WARMUP = 3
 #: Iterations between two checks of the stopping rule (each one a host sync).
@@ -509,6 +514,12 @@ class Fit:
         On CUDA, capture the whole step in a CUDA graph after a few eager steps
         and replay it (2-3x faster for small images, where kernel launches
         dominate). Falls back to eager steps if capture fails.
+    compile : bool or None
+        Run the network through ``torch.compile`` (inductor), which fuses the memory-bound
+        work between convolutions (BatchNorm, LeakyReLU, padding, upsampling) into fewer
+        kernels; the first step pays the compilation (cached on disk for the next fit of
+        the same shape). None: ``COMPILE_DEVICES`` decides by device type. Falls back to
+        the eager network, with a warning, where compilation fails (no Triton, no compiler).
     """
 
     def __init__(
@@ -541,6 +552,7 @@ class Fit:
         precision: str = "auto",
         ensemble: int = 1,
         cuda_graph: bool = True,
+        compile: bool | None = None,
     ) -> None:
         defaults = task_defaults(task, factor)
         if net_input not in NET_INPUTS:
@@ -681,6 +693,10 @@ class Fit:
             self._attach_rule(region, held_out, cpu_gen, noise_variance if task == "denoise" else None)
         self._graphed = cuda_graph and dev.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.compiled = self.device.type in COMPILE_DEVICES if compile is None else bool(compile)
+        # The step calls this; ``result()`` and checkpoints keep the plain module (no second
+        # compilation for inference, same parameters).
+        self._forward = torch.compile(self.net, dynamic=False) if self.compiled else self.net
         weights, self._grads = _flat_parameters(self.net)
         self._optimizer = torch.optim.Adam(
             [weights], lr=self.lr, fused=dev.type in ("cpu", "cuda"), capturable=self._graphed
@@ -745,7 +761,7 @@ class Fit:
         with torch.autocast(
             self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast), cache_enabled=False
         ):
-            out = self.net(z)
+            out = self._forward(z)
         self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
         loss = data = data_loss(self.operator(out), self._measured)  # the mean over members too
         if self.tv:  # over the image's own pixels: the canvas padding is free
@@ -770,20 +786,37 @@ class Fit:
             return
         self._graph = graph
 
+    def _compiled_step(self) -> None:
+        """The first step of a compiled network, which compiles it; on failure the eager
+        network takes over: the same step as if never compiled (the failure comes before
+        any update; the input noise is drawn again)."""
+        noise_state = self._noise_gen.get_state()
+        try:
+            self._step()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # inductor's errors have no common base (no Triton, no C++ compiler)
+            warnings.warn(f"torch.compile failed, running the network eagerly: {err}", RuntimeWarning, stacklevel=3)
+            self._forward = self.net
+            self.compiled = False
+            self._noise_gen.set_state(noise_state)
+            self._step()
+
     def _advance(self) -> None:
         if self._graph is None and self._graphed and self.iteration >= GRAPH_WARMUP:
             self._capture()
         if self._graph is not None:
             self._graph.replay()
             return
+        step = self._compiled_step if self.compiled and self.iteration == 0 else self._step
         if self._graphed:  # warm-up before capture runs on a side stream, as CUDA graphs require
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._step()
+                step()
             torch.cuda.current_stream().wait_stream(side)
         else:
-            self._step()
+            step()
 
     def __iter__(self) -> Iterator[Progress]:
         """Run the remaining iterations, yielding a ``Progress`` after each."""
