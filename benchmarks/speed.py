@@ -10,7 +10,7 @@ memory is the run's own:
 - peak memory: CUDA's max allocated bytes, or the process's peak resident set on CPU.
 Then it prints the ratios ours / reference. ``--ensembles 2 4 8`` also times our fit with
 that many members in one batched call (``ensemble=K``): the cost of an ensemble per
-device, from which ``fit.DEFAULT_ENSEMBLE`` is chosen. One run does every measurement;
+device, from which ``fit.default_ensemble`` is chosen. One run does every measurement;
 results go to ``--out`` as JSON lines. Meant to run unchanged on a CPU and on an H100/H200:
 
     python benchmarks/speed.py --device cpu --sizes 128 256 --width 32 --out results/speed_cpu.jsonl

@@ -241,32 +241,33 @@ def resolve_precision(precision: str, device: torch.device, width: int = 128) ->
     return "bfloat16" if fast and width >= BFLOAT16_MIN_WIDTH else "float32"
 
 
-#: Ensemble members ``ensemble="auto"`` fits, per device type, for denoising.
-DEFAULT_ENSEMBLE = {"cpu": 1, "mps": 1, "cuda": 4}
-#: On a CPU, small 2-D skip-network fits take this many members instead: two members
-#: (one grouped network) cost 2.0-2.2x one and added 0.25 dB on average on the photon
-#: benchmark's check split (BENCHMARKS.md).
-SMALL_CPU_ENSEMBLE = 2
+#: Members ``ensemble="auto"`` fits for small 2-D skip-family denoising fits (else one):
+#: two members (one grouped network) cost 2.0-2.2x one on a CPU and added 0.25 dB on average
+#: on the photon benchmark's check split. Members are not free on a GPU either: four cost
+#: 3.7x one at 256² and 4.7x (and 4.1x the memory, 36.8 GB) at 512² RGB, width 128, on an
+#: H200 (BENCHMARKS.md), so more than one is the default only where a fit is small.
+SMALL_ENSEMBLE = 2
 #: "Small": pixels per plane x width² up to this (256² at width 32, 64² at width 128),
-#: where two members on a 2-core CPU take minutes, not hours.
-SMALL_CPU_WORK = 256**2 * 32**2
+#: where two members take minutes on a 2-core CPU and seconds on a GPU, not hours.
+SMALL_WORK = 256**2 * 32**2
+#: Device types where the members' cost above was measured (MPS: one network).
+SMALL_ENSEMBLE_DEVICES = ("cpu", "cuda")
 
 
 def default_ensemble(
     device: torch.device, pixels: int | None = None, width: int = 128, network: str = "skip", volumetric: bool = False
 ) -> int:
-    """The members an automatic ensemble has on ``device`` (``DEFAULT_ENSEMBLE``); on a
-    CPU ``SMALL_CPU_ENSEMBLE`` for a 2-D skip-family fit of ``pixels`` per plane whose
-    work (pixels x width²) is at most ``SMALL_CPU_WORK``."""
-    if (
-        device.type == "cpu"
+    """The members an automatic ensemble has on ``device``: ``SMALL_ENSEMBLE`` for a 2-D
+    skip-family fit of ``pixels`` per plane whose work (pixels x width²) is at most
+    ``SMALL_WORK`` on a CPU or GPU, else 1."""
+    small = (
+        device.type in SMALL_ENSEMBLE_DEVICES
         and pixels is not None
         and not volumetric
         and network in ("skip", "encoder-decoder")
-        and pixels * width**2 <= SMALL_CPU_WORK
-    ):
-        return SMALL_CPU_ENSEMBLE
-    return DEFAULT_ENSEMBLE.get(device.type, 1)
+        and pixels * width**2 <= SMALL_WORK
+    )
+    return SMALL_ENSEMBLE if small else 1
 
 
 def _meshgrid(shape: tuple[int, ...]) -> torch.Tensor:
@@ -693,6 +694,7 @@ class Fit:
             self._attach_rule(region, held_out, cpu_gen, noise_variance if task == "denoise" else None)
         self._graphed = cuda_graph and dev.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._side_stream: torch.cuda.Stream | None = None  # one for every warm-up step
         self.compiled = self.device.type in COMPILE_DEVICES if compile is None else bool(compile)
         # The step calls this; ``result()`` and checkpoints keep the plain module (no second
         # compilation for inference, same parameters).
@@ -762,7 +764,10 @@ class Fit:
             self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast), cache_enabled=False
         ):
             out = self._forward(z)
-        self._output = out  # under a CUDA graph: the graph's output buffer, refreshed by each replay
+        # Under a CUDA graph: the graph's output buffer, refreshed by each replay. Detached: a
+        # reference to the autograd graph would keep its gradient accumulators alive into the
+        # next step, which on CUDA then runs on another stream (torch warns, and may sync).
+        self._output = out.detach()
         loss = data = data_loss(self.operator(out), self._measured)  # the mean over members too
         if self.tv:  # over the image's own pixels: the canvas padding is free
             loss = data + self.tv * total_variation(out[(..., *self.output_region)], self._spacing)
@@ -810,7 +815,7 @@ class Fit:
             return
         step = self._compiled_step if self.compiled and self.iteration == 0 else self._step
         if self._graphed:  # warm-up before capture runs on a side stream, as CUDA graphs require
-            side = torch.cuda.Stream()
+            side = self._side_stream = self._side_stream or torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 step()
