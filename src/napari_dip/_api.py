@@ -777,10 +777,10 @@ def denoise(
     ensemble : int or "auto"
         Fit this many networks (own weights and input each) at once, in one batched
         call, each stopped on its own; the result is their mean, which is sharper and
-        less noisy than any one of them. "auto": the device's default
-        (``napari_dip.fit.default_ensemble``): 4 on CUDA; on a CPU 2 for small 2-D
-        skip-network fits (pixels per plane x width² up to 256² x 32², twice the
-        time of one network), else 1.
+        less noisy than any one of them. "auto": ``napari_dip.fit.default_ensemble``,
+        on a CPU or GPU 2 for small 2-D skip-network fits (pixels per plane x width² up
+        to 256² x 32², about twice the time of one network), else 1: K members cost
+        about K times one network's time on both.
     {common}
 
     Returns

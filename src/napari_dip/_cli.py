@@ -77,7 +77,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         type=_number_or_auto(int, "networks"),
         default="auto",
         help="fit N networks at once (one batched call) and average them (default auto: "
-        "for denoising 4 on CUDA, 2 on a CPU for small images (256² at width 32), else 1)",
+        "for denoising 2 for small images (256² at width 32), else 1)",
     )
     parser.add_argument(
         "--dtype",

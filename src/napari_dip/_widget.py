@@ -184,8 +184,8 @@ class DeepImagePriorWidget(QWidget):
             value=0,
             min=0,
             max=16,
-            tooltip="fit this many networks at once and average them: less noise, more time on a CPU; "
-            "0: the device's default (4 on CUDA; on a CPU 2 for small images, else 1)",
+            tooltip="fit this many networks at once and average them: less noise, about K times the time; "
+            "0: the default (2 for small images, else 1)",
         )
         self.dtype = ComboBox(
             label="Output dtype",
