@@ -58,7 +58,11 @@ def _peak(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
+def _steps_ours(
+    image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False, autotune: bool = True
+):
+    import torch
+
     from napari_dip.fit import Fit
 
     fit = Fit(
@@ -73,11 +77,13 @@ def _steps_ours(image, width: int, device: str, precision: str, ensemble: int = 
         stopping="emv",  # as denoise runs: the rule's per-member bookkeeping is part of the cost
         compile=compile,
     )
+    if not autotune:  # cuDNN's heuristics instead of timing every algorithm (the fit turns that on)
+        torch.backends.cudnn.benchmark = False
     steps = iter(fit)
     return lambda: next(steps)
 
 
-def _steps_reference(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
+def _steps_reference(image, width: int, device: str, precision: str, ensemble: int = 1, **_):
     import torch
 
     from reference_dip import skip_net
@@ -101,7 +107,7 @@ def _steps_reference(image, width: int, device: str, precision: str, ensemble: i
     return step
 
 
-def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1, compile: bool = False):
+def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1, **_):
     import deepinv
     import torch
 
@@ -121,7 +127,8 @@ def run_one(args: argparse.Namespace) -> dict:
     image = _image(args.size, args.channels)
     make = {"ours": _steps_ours, "reference": _steps_reference, "deepinv": _steps_deepinv}[args.implementation]
     start = time.perf_counter()
-    step = make(image, args.width, args.device, args.precision, args.ensemble, args.compile)
+    options = {"compile": args.compile, "autotune": args.autotune}
+    step = make(image, args.width, args.device, args.precision, args.ensemble, **options)
     for _ in range(args.warmup):
         step()
     _sync(args.device)
@@ -161,6 +168,12 @@ def main() -> None:
         "its set-up holds the compilation",
     )
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--heuristics",
+        action="store_true",
+        help="also time ours with cuDNN's algorithm heuristics instead of its autotuning (set-up against steady state)",
+    )
+    p.add_argument("--no-autotune", dest="autotune", action="store_false", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--out", default=None)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -188,18 +201,19 @@ def main() -> None:
                 "width": args.width,
                 "precision": args.precision,
             }
-            # (key, implementation, members, precision, compiled)
-            runs = [(impl, impl, 1, args.precision, False) for impl in args.implementations]
+            # (key, implementation, members, precision, extra flags)
+            runs = [(impl, impl, 1, args.precision, []) for impl in args.implementations]
             if "ours" in args.implementations:
-                runs += [(f"ours_k{k}", "ours", k, args.precision, False) for k in args.ensembles]
-                runs += [(f"ours_compiled_{p}", "ours", 1, p, True) for p in args.compiled]
-            for key, impl, members, precision, compiled in runs:
+                runs += [(f"ours_k{k}", "ours", k, args.precision, []) for k in args.ensembles]
+                runs += [(f"ours_compiled_{p}", "ours", 1, p, ["--compile"]) for p in args.compiled]
+                runs += [("ours_heuristics", "ours", 1, args.precision, ["--no-autotune"])] if args.heuristics else []
+            for key, impl, members, precision, flags in runs:
                 command = [sys.executable, __file__, "--implementation", impl, "--size", str(size)]
                 command += ["--ensemble", str(members)]
                 command += ["--channel-count", str(channels), "--device", args.device, "--width", str(args.width)]
                 command += ["--iterations", str(args.iterations), "--warmup", str(args.warmup)]
                 command += ["--result-iterations", str(args.result_iterations), "--precision", precision]
-                command += ["--compile"] if compiled else []
+                command += flags
                 try:
                     done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
@@ -210,7 +224,7 @@ def main() -> None:
                     row[key] = {"skipped": last[:200]}  # e.g. deepinv not installed
                     continue
                 row[key] = json.loads(done.stdout.strip().splitlines()[-1])
-                if compiled and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("reference", {}):
+                if flags and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("reference", {}):
                     row[key]["ratio_to_reference"] = round(
                         row[key]["ms_per_iteration"] / row["reference"]["ms_per_iteration"], 3
                     )
