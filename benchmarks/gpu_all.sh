@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Every GPU speed measurement, for a lent H100/H200, in two calls of under 10 minutes:
-#   bash benchmarks/gpu_all.sh speed      (about 5 minutes)
+#   bash benchmarks/gpu_all.sh speed      (about 6 minutes)
 #   bash benchmarks/gpu_all.sh compile    (about 6 minutes)
 # (writes under $OUT, or benchmarks/results/gpu). Each step has its own time limit, longer
 # than the sum of its runs' own, so one that hangs cannot eat the others' time and every
 # finished run's row is written; the results are JSON lines that BENCHMARKS.md's GPU tables
 # are read from. The paper's experiments are a separate script (benchmarks/gpu_paper.sh).
 # Last run: 2026-12-04, H200 (BENCHMARKS.md, "A second session").
+# On a lent machine nothing of ../shared travels: copy ../shared/data/dip into an ignored
+# .gpudata/ first, carry .gpudata (and .whl, below), and start the command with
+#   export PYTHONPATH=$PWD/src:$PWD/benchmarks DIP_SHARED=$PWD/.gpudata
+# Never run two GPU processes side by side: without MPS they time-slice the device.
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
@@ -15,12 +19,22 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
 $PY -c "import torch, napari_dip; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 
+# deepinv (for speed.py's third implementation) travels as wheels: here, once,
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform any -d .whl deepinv==0.5.0 natsort
+# and the call carries .whl (its other needs, torchvision among them, are on the machine).
+if ls .whl/deepinv-*.whl > /dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
+        export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+PEERS=$($PY -c "import deepinv" 2> /dev/null && echo deepinv)
+
 case "${1:-speed}" in
 speed)
     # Per iteration: the paper's skip net (width 128), grey and RGB, against the eager
-    # reference; our default is a CUDA graph of the eager step.
-    timeout 250 $PY benchmarks/speed.py --device cuda --sizes 128 256 512 --width 128 \
-        --implementations reference ours --iterations 100 --timeout 40 --out "$OUT/speed_gpu.jsonl"
+    # reference (and deepinv's DeepImagePrior); our default is a CUDA graph of the eager step.
+    timeout 330 $PY benchmarks/speed.py --device cuda --sizes 128 256 512 --width 128 \
+        --implementations reference ours $PEERS --iterations 100 --timeout 40 --out "$OUT/speed_gpu.jsonl"
     # Two members (the small-fit ensemble) and cuDNN's heuristics instead of its autotuning
     # (our set-up was 2-3x the reference's).
     timeout 130 $PY benchmarks/speed.py --device cuda --sizes 128 512 --channels 3 --width 128 \

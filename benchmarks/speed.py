@@ -108,12 +108,18 @@ def _steps_reference(image, width: int, device: str, precision: str, ensemble: i
 
 
 def _steps_deepinv(image, width: int, device: str, precision: str, ensemble: int = 1, **_):
+    """deepinv's DeepImagePrior with the ConvDecoder its documentation recommends, one Adam
+    step per call (it builds its optimiser and draws z in each call, as its loop starts)."""
+    import inspect
+
     import deepinv
     import torch
 
     c, h, w = image.shape
     backbone = deepinv.models.ConvDecoder(img_size=(c, h, w), in_size=[4, 4], channels=width).to(device)
-    model = deepinv.models.DeepImagePrior(backbone, learning_rate=0.01, iterations=1, input_size=[width, 4, 4])
+    # The size of z: ``img_size`` since deepinv 0.4, ``input_size`` before.
+    size = "img_size" if "img_size" in inspect.signature(deepinv.models.DeepImagePrior).parameters else "input_size"
+    model = deepinv.models.DeepImagePrior(backbone, learning_rate=0.01, iterations=1, **{size: [width, 4, 4]})
     physics = deepinv.physics.Denoising()
     y = torch.from_numpy(image)[None].to(device)
     return lambda: model(y, physics)
