@@ -25,11 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 from jsonl import append, emit
-from paper import _load, psnr
+from paper import _load, gaussian_noisy, psnr
 
 
 def run_one(image: str, sigma: float, device: str, settings: dict) -> dict:
@@ -39,8 +37,7 @@ def run_one(image: str, sigma: float, device: str, settings: dict) -> dict:
     from napari_dip._api import prepare
 
     clean = _load(image)
-    rng = np.random.default_rng(0)  # paper.py's draw: the same noisy image
-    noisy = np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1).astype(np.float32)
+    noisy = gaussian_noisy(clean, sigma)  # paper.py's draw: the same noisy image
     settings = dict(settings)
     fit = settings.pop("fit", {})
     iterations = []

@@ -117,6 +117,13 @@ def _inpaint(ctx: Context, damaged: np.ndarray, missing: np.ndarray, iterations:
     return Run("inpaint", damaged, ctx, mask=missing, iterations=ctx.iterations(iterations), stopping=None, **kwargs)
 
 
+def gaussian_noisy(clean: np.ndarray, sigma: float = 25.0, seed: int = 0) -> np.ndarray:
+    """``clean`` with Gaussian noise of ``sigma`` (8-bit units), clipped to [0, 1]: the draw
+    every script that compares with this one's F16 rows makes."""
+    rng = np.random.default_rng(seed)
+    return np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1).astype(np.float32)
+
+
 def psnr(clean: np.ndarray, restored: np.ndarray, where: np.ndarray | None = None) -> float:
     """PSNR for values in [0, 1], over ``where`` (a pixel mask) when given."""
     err = (np.clip(restored, 0, 1).astype(np.float64) - clean) ** 2
@@ -215,8 +222,7 @@ def f16(ctx: Context) -> Iterator[None]:
     """F16, Gaussian noise σ = 25: 3000 fixed iterations (the paper's figure) and ``denoise``'s
     automatic stopping."""
     clean = ctx.crop(_load("denoising/F16_GT.png"), 32)
-    rng = np.random.default_rng(0)
-    noisy = np.clip(clean + rng.normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+    noisy = gaussian_noisy(clean, 25)
     noisy_db = psnr(clean, noisy)
     width = ctx.width(128)
     fixed = Run("denoise", noisy, ctx, iterations=ctx.iterations(3000), stopping=None, width=width, preview_every=100)

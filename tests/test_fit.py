@@ -243,7 +243,8 @@ def test_one_flat_buffer_of_parameters_steps_as_adam_over_each():
     torch.manual_seed(0)
     net = build_network("skip", 8, 1, 8).to(memory_format=torch.channels_last)
     twin = copy.deepcopy(net)
-    weights, grads = _flat_parameters(net)
+    weights = _flat_parameters(net)
+    grads = weights.grad
     assert weights.numel() == sum(p.numel() for p in twin.parameters())
     for p, q in zip(net.parameters(), twin.parameters(), strict=True):
         assert p.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr()
