@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU speed measurement, for a lent H100/H200, in two calls of under 10 minutes:
-#   bash benchmarks/gpu_all.sh speed      (about 6 minutes)
+# Every GPU speed measurement, for a lent H100/H200, in calls of under 10 minutes:
+#   bash benchmarks/gpu_all.sh next       (about 9 minutes: what no lease has measured yet,
+#                                          the first call of the next lease)
+#   bash benchmarks/gpu_all.sh speed      (about 6 minutes: the whole table again)
 #   bash benchmarks/gpu_all.sh compile    (about 6 minutes)
+#   bash benchmarks/gpu_all.sh quality    (about 3 minutes: F16 with two members)
 # (writes under $OUT, or benchmarks/results/gpu). Each step has its own time limit, longer
 # than the sum of its runs' own, so one that hangs cannot eat the others' time and every
 # finished run's row is written; the results are JSON lines that BENCHMARKS.md's GPU tables
@@ -29,7 +32,26 @@ if ls .whl/deepinv-*.whl > /dev/null 2>&1; then
 fi
 PEERS=$($PY -c "import deepinv" 2> /dev/null && echo deepinv)
 
-case "${1:-speed}" in
+case "${1:-next}" in
+next)
+    # bfloat16 activations (autocast; output layer, loss, Adam and average in float32) in the
+    # CUDA graph, eager, against float32, 256² and 512² RGB: does halving the memory-bound
+    # passes pay? Then the compiled network (cold compile, up to 300 s), then F16 end to end
+    # compiled (warm cache) and in bfloat16: seconds, and PSNR against float32's 32.59 dB.
+    timeout 120 $PY benchmarks/speed.py --device cuda --sizes 256 512 --channels 3 --width 128 \
+        --implementations reference ours --precisions bfloat16 --iterations 100 --timeout 40 \
+        --out "$OUT/speed_gpu.jsonl"
+    timeout 320 $PY benchmarks/speed.py --device cuda --sizes 512 --channels 3 --width 128 \
+        --implementations ours --compiled float32 --iterations 100 --timeout 300 --out "$OUT/speed_gpu.jsonl"
+    timeout 140 $PY benchmarks/end_to_end.py --device cuda --timeout 65 --out "$OUT/end_to_end.jsonl" \
+        --variant compiled='{"fit": {"compile": true}}' --variant bfloat16='{"precision": "bfloat16"}'
+    ;;
+quality)
+    # Colour σ = 25 against CBM3D (32.84 dB on this noisy F16): the default (one network at
+    # 512², width 128) was 0.25 dB under it; two members cost about twice the time.
+    timeout 170 $PY benchmarks/end_to_end.py --device cuda --timeout 160 --out "$OUT/end_to_end.jsonl" \
+        --variant k2='{"ensemble": 2}'
+    ;;
 speed)
     # Per iteration: the paper's skip net (width 128), grey and RGB, against the eager
     # reference (and deepinv's DeepImagePrior); our default is a CUDA graph of the eager step.
@@ -53,7 +75,7 @@ compile)
         --variant default='{}' --variant compiled='{"fit": {"compile": true}}'
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_all.sh speed|compile" >&2
+    echo "usage: bash benchmarks/gpu_all.sh next|speed|compile|quality" >&2
     exit 2
     ;;
 esac

@@ -174,6 +174,13 @@ def main() -> None:
     p.add_argument("--ensembles", type=int, nargs="*", default=[], help="also time ours with K members")
     p.add_argument("--ensemble", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument(
+        "--precisions",
+        nargs="*",
+        default=[],
+        metavar="PRECISION",
+        help="also time ours, eager, at these precisions (e.g. bfloat16 on a GPU)",
+    )
+    p.add_argument(
         "--compiled",
         nargs="*",
         default=[],
@@ -219,6 +226,7 @@ def main() -> None:
             runs = [(impl, impl, 1, args.precision, []) for impl in args.implementations]
             if "ours" in args.implementations:
                 runs += [(f"ours_k{k}", "ours", k, args.precision, []) for k in args.ensembles]
+                runs += [(f"ours_{p}", "ours", 1, p, []) for p in args.precisions]
                 runs += [(f"ours_compiled_{p}", "ours", 1, p, ["--compile"]) for p in args.compiled]
                 runs += [("ours_heuristics", "ours", 1, args.precision, ["--no-autotune"])] if args.heuristics else []
             for key, impl, members, precision, flags in runs:
@@ -238,7 +246,7 @@ def main() -> None:
                     row[key] = {"skipped": last[:200]}  # e.g. deepinv not installed
                     continue
                 row[key] = json.loads(done.stdout.strip().splitlines()[-1])
-                if flags and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("reference", {}):
+                if key != impl and "ms_per_iteration" in row[key] and "ms_per_iteration" in row.get("reference", {}):
                     row[key]["ratio_to_reference"] = round(
                         row[key]["ms_per_iteration"] / row["reference"]["ms_per_iteration"], 3
                     )
