@@ -13,7 +13,10 @@ iterations, what the fit stopped at)::
         --variant k1-compiled='{"ensemble": 1, "fit": {"compile": true}}'
 
 A variant is ``prepare``'s keywords (``ensemble``, ``width``, ``precision``, ...) with an
-optional ``"fit"`` mapping of ``Fit`` settings the API does not take (``compile``).
+optional ``"fit"`` mapping of ``Fit`` settings the API does not take (``compile``), or
+``bm3d``: BM3D (CBM3D for colour) with σ known on the same noisy image, on the CPU, the
+baseline of the quality issue's colour target (``pip install bm3d``; run it where it
+installs, e.g. ``--device cpu --variant cbm3d=bm3d``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from jsonl import append, emit
 from paper import _load, gaussian_noisy, psnr
+
+
+def run_bm3d(image: str, sigma: float) -> dict:
+    """Runs in the subprocess: BM3D (CBM3D for colour) given σ, on the same noisy image."""
+    import bm3d
+
+    clean = _load(image)
+    noisy = gaussian_noisy(clean, sigma)
+    start = time.perf_counter()
+    z = noisy.astype(np.float64)
+    restored = bm3d.bm3d_rgb(z, sigma / 255) if z.ndim == 3 else bm3d.bm3d(z, sigma / 255)
+    seconds = time.perf_counter() - start
+    return {"psnr": round(psnr(clean, np.asarray(restored)), 2), "seconds": round(seconds, 2), "device_name": "CPU"}
 
 
 def run_one(image: str, sigma: float, device: str, settings: dict) -> dict:
@@ -68,7 +86,10 @@ def main() -> None:
     p.add_argument("--one", help=argparse.SUPPRESS)  # the subprocess: a variant's JSON
     args = p.parse_args()
     if args.one is not None:
-        print(json.dumps(run_one(args.image, args.sigma, args.device, json.loads(args.one))))
+        if args.one == "bm3d":
+            print(json.dumps(run_bm3d(args.image, args.sigma)))
+        else:
+            print(json.dumps(run_one(args.image, args.sigma, args.device, json.loads(args.one))))
         return
 
     import torch
@@ -79,7 +100,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--image", args.image, "--sigma", str(args.sigma)]
         command += ["--device", args.device, "--one", settings or "{}"]
         row = {"benchmark": "end_to_end", "image": args.image, "sigma": args.sigma, "variant": label}
-        row |= {"settings": json.loads(settings or "{}"), "device_name": name, "torch": torch.__version__}
+        row |= {"settings": settings if settings == "bm3d" else json.loads(settings or "{}")}
+        row |= {"device_name": name, "torch": torch.__version__}
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
