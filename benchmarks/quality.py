@@ -54,7 +54,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jsonl import append, emit
+from jsonl import append, emit, read
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "quality.jsonl"
@@ -406,11 +406,7 @@ def selected(args: argparse.Namespace) -> list[Case]:
 
 
 def run(args: argparse.Namespace) -> None:
-    done = set()
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            row = json.loads(line)
-            done.add((row["case"], row["label"], row["size"]))
+    done = {(row["case"], row["label"], row["size"]) for row in read(args.out)}
     if "n2v" in args.methods and not args.careamics_python.exists():
         print(f"n2v skipped: no careamics environment at {args.careamics_python} (see n2v_careamics.py)")
         args.methods = [m for m in args.methods if m != "n2v"]
@@ -464,8 +460,7 @@ def _mean(gaps: list[float]) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
-    rows = [r for r in rows if r["size"] == args.size and (args.kind == "all" or r["kind"] == args.kind)]
+    rows = [r for r in read(args.out) if r["size"] == args.size and (args.kind == "all" or r["kind"] == args.kind)]
     if not rows:
         sys.exit(f"no rows of size {args.size} in {args.out}")
     order = {c.name: i for i, c in enumerate(all_cases())}
