@@ -6,7 +6,9 @@ iteration where its averaged output peaks (the oracle, which needs the clean
 image), and compares napari_dip.denoise with its default automatic stopping:
 PSNR and wall time. Run: python benchmarks/auto_stop_walltime.py [--set fresh96]
 [--out results.jsonl]; ``fresh96`` holds 96² crops of images no other benchmark here
-uses (the paper's library and zebra, scikit-image's page, text, logo and colour wheel).
+uses (the paper's library and zebra, scikit-image's page, text, logo and colour wheel);
+``judge96`` its grey library, zebra and page crops at the other noise levels of
+``quality.py``'s judge split (on whose traces the rule's plateau end was chosen).
 
 ``--set photon`` asks the same of the photon-limited uint16 cases of ``quality.py``'s check
 and blind splits: the reference fits the counts scaled to [0, 1] by their own minimum and
@@ -120,6 +122,12 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, float]]:
     # The grey library, zebra and page crops are quality.py's "judge" images.
     library = iio.imread(quality.SHARED / "inpainting" / "library.png")
     zebra = iio.imread(quality.SHARED / "sr" / "zebra_GT.png")
+    if name == "judge96":  # the same crops at the judge split's other noise levels
+        return {
+            "library grey, σ=15": (_unit(library, 200, 300).mean(axis=-1), 15),
+            "zebra grey, σ=25": (_unit(zebra, 250, 100).mean(axis=-1), 25),
+            "page, σ=25": (_unit(data.page(), 50, 150), 25),
+        }
     return {
         "library grey, σ=25": (_unit(library, 200, 300).mean(axis=-1), 25),
         "library RGB, σ=50": (_unit(library, 120, 420), 50),
@@ -134,7 +142,7 @@ def cases(name: str) -> dict[str, tuple[np.ndarray, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="small64", choices=("small64", "fresh96", "photon"))
+    parser.add_argument("--set", default="small64", choices=("small64", "fresh96", "judge96", "photon"))
     parser.add_argument("--ours-label", default="dip-v16", help="--set photon: quality.py's label of our rows")
     parser.add_argument("--out", type=Path, help="append one JSON line per case")
     args = parser.parse_args()
