@@ -11,7 +11,7 @@ uses (the paper's library and zebra, scikit-image's page, text, logo and colour 
 ``quality.py``'s judge split (on whose traces the rule's plateau end was chosen).
 
 ``--set photon`` asks the same of the photon-limited uint16 cases of ``quality.py``'s check
-and blind splits: the reference fits the counts scaled to [0, 1] by their own minimum and
+and blind splits (``--splits``): the reference fits the counts scaled to [0, 1] by their own minimum and
 maximum (as a plain user would), scored in photons as ``quality.py`` scores; our default's
 result is that script's row for ``--ours-label`` (``results/quality.jsonl``; run it there
 first), so only the reference runs here.
@@ -77,14 +77,14 @@ def photon_reference_curve(case: quality.Case, counts: np.ndarray, clean: np.nda
     return np.asarray(curve), (time.perf_counter() - start) / PHOTON_REFERENCE_ITERATIONS
 
 
-def photon(ours_label: str, out: Path | None) -> None:
+def photon(ours_label: str, out: Path | None, splits: tuple[str, ...] = ("check", "blind")) -> None:
     """``--set photon``: the reference's oracle peak against our default's row."""
     rows = {(r["case"], r["size"]): r for r in read(quality.OUT) if r.get("label") == ours_label}
     print(f"CPU, {torch.get_num_threads()} threads, width {WIDTH}; ours: quality.py rows {ours_label!r}")
     print("| case | split | reference peak dB | at iteration | ours (kept) | ours − peak |")
     print("| --- | --- | --- | --- | --- | --- |")
     for case in quality.all_cases():
-        if case.kind != "photon" or case.split not in ("check", "blind"):
+        if case.kind != "photon" or case.split not in splits:
             continue
         ours = rows.get((case.name, 96))
         if ours is None:
@@ -144,10 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="small64", choices=("small64", "fresh96", "judge96", "photon"))
     parser.add_argument("--ours-label", default="dip-v16", help="--set photon: quality.py's label of our rows")
+    parser.add_argument("--splits", nargs="+", default=["check", "blind"], help="--set photon: quality.py's splits")
     parser.add_argument("--out", type=Path, help="append one JSON line per case")
     args = parser.parse_args()
     if args.set == "photon":
-        photon(args.ours_label, args.out)
+        photon(args.ours_label, args.out, tuple(args.splits))
         return
     rng = np.random.default_rng(7)
     print(f"CPU, {torch.get_num_threads()} threads, width {WIDTH}")

@@ -61,7 +61,7 @@ OUT = HERE / "results" / "quality.jsonl"
 SHARED = Path(os.environ.get("DIP_SHARED", HERE.parents[1] / "shared" / "data" / "dip"))
 CAREAMICS_PYTHON = Path(os.environ.get("CAREAMICS_PYTHON", "/work/careamics-venv/bin/python"))
 METHODS = ("bm3d-known", "bm3d-est", "bm3d-gat", "nlm", "n2v", "dip", "dip-oracle")
-SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge")
+SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen")
 PEAKS = (5, 15, 40)  # photons at the brightest pixel
 #: (gain counts/e⁻, offset counts, read noise e⁻ rms); each photon image meets each camera once.
 CAMERAS = ((0.5, 100, 1.0), (2.0, 400, 1.5), (4.5, 100, 2.0))
@@ -109,11 +109,11 @@ def _nuclei(seed: int, size: int) -> np.ndarray:
     return parts["background"][8] + parts["nuclei"][8] + spots
 
 
-def _blobs() -> np.ndarray:
+def _blobs(seed: int = 5) -> np.ndarray:
     """Blurred binary blobs (scikit-image), 256², a stand-in for labelled cells."""
     from skimage.filters import gaussian
 
-    return gaussian(data.binary_blobs(256, blob_size_fraction=0.08, volume_fraction=0.3, rng=5).astype(float), 2)
+    return gaussian(data.binary_blobs(256, blob_size_fraction=0.08, volume_fraction=0.3, rng=seed).astype(float), 2)
 
 
 #: Clean images: name -> (split, kind, loader(size) -> float array, grey or (H, W, 3)).
@@ -155,6 +155,10 @@ IMAGES: dict[str, tuple[str, str, Any]] = {
     "library": ("judge", "gaussian", lambda s: _crop(_grey(SHARED / "inpainting" / "library.png"), (248, 348), s)),
     "zebra": ("judge", "gaussian", lambda s: _crop(_grey(SHARED / "sr" / "zebra_GT.png"), (298, 148), s)),
     "page": ("judge", "gaussian", lambda s: _crop(data.page(), (98, 198), s)),
+    # Added when every setting of the default had been chosen (2026-12-04): new draws of the
+    # two synthetic photon images, to report the default once on cases nothing was tuned on.
+    "nuclei-f": ("unseen", "photon", lambda s: _nuclei(5, s)),
+    "blobs-b": ("unseen", "photon", lambda s: _crop(_blobs(11), (128, 128), s)),
 }
 
 
