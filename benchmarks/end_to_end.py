@@ -35,17 +35,22 @@ from jsonl import append, emit
 from paper import _load, gaussian_noisy, psnr
 
 
-def run_bm3d(image: str, sigma: float) -> dict:
-    """Runs in the subprocess: BM3D (CBM3D for colour) given σ, on the same noisy image."""
-    import bm3d
-
+def _case(image: str, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy) in [0, 1]: paper.py's draw, the same noisy image in every variant."""
     clean = _load(image)
-    noisy = gaussian_noisy(clean, sigma)
+    return clean, gaussian_noisy(clean, sigma)
+
+
+def run_bm3d(image: str, sigma: float) -> dict:
+    """Runs in the subprocess: BM3D (CBM3D for colour) given σ, on the same noisy image,
+    through ``quality.py``'s call (which takes 8-bit units for colour)."""
+    from quality import _bm3d
+
+    clean, noisy = _case(image, sigma)
     start = time.perf_counter()
-    z = noisy.astype(np.float64)
-    restored = bm3d.bm3d_rgb(z, sigma / 255) if z.ndim == 3 else bm3d.bm3d(z, sigma / 255)
+    restored = _bm3d(255 * noisy.astype(np.float64), sigma) / 255
     seconds = time.perf_counter() - start
-    return {"psnr": round(psnr(clean, np.asarray(restored)), 2), "seconds": round(seconds, 2), "device_name": "CPU"}
+    return {"psnr": round(psnr(clean, restored), 2), "seconds": round(seconds, 2), "device_name": "CPU"}
 
 
 def run_one(image: str, sigma: float, device: str, settings: dict) -> dict:
@@ -54,8 +59,7 @@ def run_one(image: str, sigma: float, device: str, settings: dict) -> dict:
 
     from napari_dip._api import prepare
 
-    clean = _load(image)
-    noisy = gaussian_noisy(clean, sigma)  # paper.py's draw: the same noisy image
+    clean, noisy = _case(image, sigma)
     settings = dict(settings)
     fit = settings.pop("fit", {})
     iterations = []
