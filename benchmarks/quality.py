@@ -61,7 +61,7 @@ OUT = HERE / "results" / "quality.jsonl"
 SHARED = Path(os.environ.get("DIP_SHARED", HERE.parents[1] / "shared" / "data" / "dip"))
 CAREAMICS_PYTHON = Path(os.environ.get("CAREAMICS_PYTHON", "/work/careamics-venv/bin/python"))
 METHODS = ("bm3d-known", "bm3d-est", "bm3d-gat", "nlm", "n2v", "dip", "dip-oracle")
-SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen")
+SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen", "unseen-2")
 PEAKS = (5, 15, 40)  # photons at the brightest pixel
 #: (gain counts/e⁻, offset counts, read noise e⁻ rms); each photon image meets each camera once.
 CAMERAS = ((0.5, 100, 1.0), (2.0, 400, 1.5), (4.5, 100, 2.0))
@@ -159,6 +159,10 @@ IMAGES: dict[str, tuple[str, str, Any]] = {
     # two synthetic photon images, to report the default once on cases nothing was tuned on.
     "nuclei-f": ("unseen", "photon", lambda s: _nuclei(5, s)),
     "blobs-b": ("unseen", "photon", lambda s: _crop(_blobs(11), (128, 128), s)),
+    # Added when the photon rule's statistic moved to the flat half of the image, a change
+    # found on blobs-b at 40 photons (2026-12-04): new draws again, to report it once.
+    "nuclei-g": ("unseen-2", "photon", lambda s: _nuclei(6, s)),
+    "blobs-c": ("unseen-2", "photon", lambda s: _crop(_blobs(13), (128, 128), s)),
 }
 
 

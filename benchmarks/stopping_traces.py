@@ -60,9 +60,6 @@ def run_case(
     # One network: each member of an ensemble stops by its own statistic, so a single
     # network's trace is what the rule sees (the mean of two members' would smooth it).
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", ensemble=ensemble)
-    # The rule only watches. "validation" leaves its pixels out of the loss: another fit.
-    rule = make_rule(watch, patience=10**9, floor=0, growth=0, ceiling=0)  # replayed from the records
-    job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
     applied = "photon" if "ema" in job.schedule.options else "gaussian"  # the API's choice
     user_noisy = np.asarray(noisy, np.float64)
@@ -72,6 +69,11 @@ def run_case(
         job.schedule.options.update(photon_options(relative, None))
     elif settings == "average":  # only their long average
         job.schedule.options["ema"] = photon_options(relative, None)["ema"]
+    # The rule only watches (the values the default's watches). "validation" leaves its
+    # pixels out of the loss: another fit.
+    flat = job.schedule.options.get("flat") if watch != "validation" else None
+    rule = make_rule(watch, patience=10**9, floor=0, growth=0, ceiling=0, flat=flat)  # replayed from the records
+    job.schedule.options.update(iterations=iterations, stopping=rule)
     level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
     expected = model.variance_at(float(level.mean()))  # the variance is linear in the level
     recorder = _Recorder(job, lambda restored: quality.psnr(case, clean, restored), user_noisy)
@@ -111,7 +113,7 @@ def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> d
 
     clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", **dip)
-    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0)  # only watches
+    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, flat=job.schedule.options.get("flat"))
     variance = float(job.schedule.options.get("noise_variance", math.nan))
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
@@ -126,7 +128,7 @@ def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> d
     def update(iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         stat = watch(iteration, output, average)
         if not window:  # the growth guard's window (the rule's own); the rule is attached by now
-            window.append(_Window(rule.window, rule._index.shape, output.device))
+            window.append(_Window(rule.window, rule._statistic_index.shape, output.device))
         stats.append(stat.clone())
         windowed.append(rule._windowed_variance(window[0], iteration, output))
         return stat
@@ -237,7 +239,8 @@ def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) ->
     clean, noisy = fluorescence_stack((planes, size, size), seed=seed)
     job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=warm)
     window = {"window": schedule.WARM_RULE["window"]} if warm and schedule.WARM_RULE else {}
-    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, **window)
+    flat = {"flat": job.schedule.options.get("flat")} if not warm else {}  # warm units: WARM_RULE's
+    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, **window, **flat)
     job.schedule.options.update(iterations=iterations, stopping=watch, preview_every=None)
     settings = "photon" if "ema" in job.schedule.options else "gaussian"
     rows: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ from napari_dip.stopping import (
     ExponentialVariance,
     Rule,
     WindowedVariance,
+    flat_pixels,
     make_rule,
 )
 
@@ -198,7 +199,7 @@ def test_plateau_ends_a_member_near_the_noisy_image_whose_statistic_lies_flat():
 
 def test_the_photon_settings_and_warm_units_take_no_plateau():
     assert photon_options(0.05)["plateau"] == 0.0
-    assert WARM_RULE["plateau"] == 0
+    assert WARM_RULE["plateau"] == 0 and WARM_RULE["flat"] == 0  # warm units: measured over all pixels
     image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
     common = {"width": 4, "iterations": 2, "device": "cpu", "stopping": "emv", "noise_variance": 0.01}
     assert Fit("denoise", image, **common).rule.plateau == 0.75
@@ -295,6 +296,50 @@ def test_emv_takes_its_tolerance_floor_and_growth_by_default_and_checks_them():
             ExponentialVariance(ceiling=bad)
         with pytest.raises(ValueError, match="plateau"):
             ExponentialVariance(plateau=bad)
+
+
+def test_flat_pixels_are_the_fraction_farthest_from_edges():
+    # A noisy step: the columns near the step are not flat, those far from it are.
+    rng = np.random.default_rng(0)
+    step = np.zeros((2, 40, 60), np.float32)
+    step[:, :, 30:] = 1.0
+    step[1] *= 0.5  # each channel its own
+    flat = flat_pixels(torch.from_numpy(step + rng.normal(0, 0.05, step.shape).astype(np.float32)), 0.5)
+    assert flat.shape == step.shape and flat.dtype == torch.bool
+    assert abs(float(flat.float().mean()) - 0.5) < 0.01
+    columns = flat.float().mean(dim=(0, 1))
+    assert float(columns[25:35].max()) == 0.0  # within 5 px of the step: never flat
+    assert float(columns[:20].mean()) > 0.55 and float(columns[40:].mean()) > 0.55  # the half, away from it
+    # Volumes (C, D, H, W) and every fraction.
+    volume = torch.from_numpy(rng.random((1, 4, 16, 16)).astype(np.float32))
+    assert int(flat_pixels(volume, 0.25).sum()) == 256 and bool(flat_pixels(volume, 1.0).all())
+
+
+def test_flat_statistics_watch_the_flat_values_and_the_residual_all():
+    # A bright disc on a dark ground: the photon settings' statistic samples only values far
+    # from its rim, the residual (ceiling, floor) samples any.
+    yy, xx = np.mgrid[:64, :64]
+    disc = (((yy - 32) ** 2 + (xx - 32) ** 2) < 15**2).astype(np.float32) * 0.6 + 0.2
+    common = {"width": 4, "iterations": 1, "device": "cpu", "stopping": "emv", "noise_variance": 0.01}
+    fit = Fit("denoise", disc[None], **common, **photon_options(0.05))
+    assert photon_options(0.05)["flat"] == 0.5 and fit.rule.flat == 0.5
+    watched_values = fit.rule._statistic_index[0]
+    assert watched_values.numel() == 2048  # half of 64², all of them
+    flat = flat_pixels(torch.from_numpy(disc[None]), 0.5).flatten()
+    rows, cols = np.divmod(watched_values.numpy() % (fit.canvas[0] * fit.canvas[1]), fit.canvas[1])
+    image_rows, image_cols = rows - fit.output_region[0].start, cols - fit.output_region[1].start
+    assert bool(flat[torch.from_numpy(image_rows * 64 + image_cols)].all())
+    radius = np.hypot(image_rows - 32, image_cols - 32)
+    assert np.abs(radius - 15).min() > 3  # nothing near the rim
+    assert fit.rule._index.numel() == 4096 and fit.rule._growth_window.ring.shape[-1] == 2048
+    # Without it, the statistic and the residual watch the same values.
+    plain = Fit("denoise", disc[None], **common)
+    assert plain.rule.flat is None and plain.rule._statistic_index is plain.rule._index
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ValueError, match="flat"):
+            ExponentialVariance(flat=bad)
+    with pytest.raises(ValueError, match="flat"):
+        Fit("super-resolve", disc[None, :32, :32], factor=2, **{**common, "noise_variance": None}, flat=0.5)
 
 
 def test_rise_must_be_a_positive_fraction():

@@ -37,7 +37,7 @@ from .networks import (
     seeded_network,
 )
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss, total_variation
-from .stopping import DEFAULT_RULE, Rule, make_rule
+from .stopping import DEFAULT_RULE, Rule, flat_pixels, make_rule
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
 NET_INPUTS = ("noise", "meshgrid")
@@ -111,6 +111,14 @@ PHOTON_RISE = 0.20
 #: estimated variances (the noise model's gain can be low): 1.5 changes none of them, 1.1
 #: lost up to 3.8 dB there (benchmarks/stopping_traces.py; BENCHMARKS.md).
 PHOTON_CEILING = 1.5
+#: ... and its variance statistics watch the flatter half of the image (``stopping.flat_pixels``):
+#: at edges the raw outputs of blurred piecewise-constant images keep settling long after the
+#: peak, where flat regions already fit noise. Over all pixels the statistic lay flat there,
+#: and the rule kept outputs 400-700 iterations after the peak (binary blobs at 40 photons,
+#: 0.8-1.8 dB under it). Replayed on one network's traces of 24 photon cases: 0.31 -> 0.24 dB
+#: under the peak on average, worst 2.12 -> 1.16 (benchmarks/flat_statistic.py); end to end
+#: see BENCHMARKS.md ("The statistic over the flat half of the image").
+PHOTON_FLAT = 0.5
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -139,6 +147,7 @@ def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str
         # No plateau: measured on Gaussian images only (slow photon fits, e.g. planes of
         # 16-bit stacks, lie flat long before their peak).
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
+        options["flat"] = PHOTON_FLAT
     return options
 
 
@@ -484,6 +493,10 @@ class Fit:
         residual is down to this many noise variances while its statistic lies flat
         (``napari_dip.stopping``; needs ``noise_variance``). None: the rule's default;
         0: none. ``photon_options`` sets 0.
+    flat : float or None
+        For a rule given by name: its variance statistics watch only this fraction of the
+        image's values, where the noisy image changes least (``stopping.flat_pixels``).
+        None or 0: all. ``photon_options`` sets it.
     rule_options : mapping, optional
         For a rule given by name: its settings (``make_rule`` keywords such as
         ``window``, ``patience``, ``growth``), over ``rise``, ``ceiling`` and ``plateau``: a
@@ -546,6 +559,7 @@ class Fit:
         rise: float | None = None,
         ceiling: float | None = None,
         plateau: float | None = None,
+        flat: float | None = None,
         rule_options: Mapping[str, float] | None = None,
         noise_variance: float | None = None,
         tv: float = 0.0,
@@ -638,8 +652,10 @@ class Fit:
         # would run to its cap); the photon settings' ceiling is higher.
         if ceiling is None and self.tv:
             ceiling = 0.0
-        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, **(rule_options or {})}
+        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, "flat": flat, **(rule_options or {})}
         self.rule = None if stopping is None else make_rule(stopping, **settings)
+        if self.rule is not None and self.rule.flat and task == "super-resolve":
+            raise ValueError("'flat' picks pixels in the image's own frame; leave it unset for super-resolution")
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":
@@ -741,10 +757,17 @@ class Fit:
         measured values) for validation."""
         dev, channels = self.device, self._image.shape[0]
         if held_out is None:
-            flat = _canvas_indices(self.canvas, self.output_region, channels)
+            pixels = _canvas_indices(self.canvas, self.output_region, channels)
             # The region's pixels in this order are the image's, flat (C, *shape).
-            pick = torch.randperm(flat.numel(), generator=generator)[: self.rule.samples]
-            self.rule.attach(self._average, flat[pick].to(dev))
+            pick = torch.randperm(pixels.numel(), generator=generator)[: self.rule.samples]
+            watched = None
+            if self.rule.flat:  # the variance statistics watch the flattest values only
+                where = flat_pixels(self._image, self.rule.flat).flatten()
+                if self._known is not None:
+                    where &= self._known.expand(self._image.shape).flatten()
+                pool = pixels[where] if bool(where.any()) else pixels
+                watched = pool[torch.randperm(pool.numel(), generator=generator)[: self.rule.samples]].to(dev)
+            self.rule.attach(self._average, pixels[pick].to(dev), watched)
             if noise_variance is not None:
                 if self._known is None:
                     weight = torch.ones(pick.numel(), dtype=torch.bool)
