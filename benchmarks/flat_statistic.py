@@ -16,6 +16,7 @@ far each keeps its output under the trace's peak.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import stopping_replay
 
 EVERY = 25
 SAMPLES = 4096
-WINDOW = 100  # ES-EMV's (stopping.Rule's default)
+WINDOW = 100  # ES-EMV's and the growth guard's (stopping.Rule's default)
 #: (name, fraction of the values the statistic watches, blur std); None: all values.
 SELECTIONS = (("all", None, 0.0), ("flat half", 0.5, 2.0), ("flat half, blur 3", 0.5, 3.0), ("flat 40 %", 0.4, 2.0))
 
@@ -64,28 +65,25 @@ def run(case: quality.Case, iterations: int, folder: Path) -> None:
     print(f"{case.name}: {time.perf_counter() - start:.0f} s, peak {max(psnr):.2f} dB", flush=True)
 
 
-def _emv(values: np.ndarray) -> np.ndarray:
-    """``stopping.ExponentialVariance``'s statistic of (T, S) values (inf while warming up)."""
-    alpha = 2 / (WINDOW + 1)
-    mean, variance = values[0].copy(), 0.0
-    out = np.full(len(values), np.inf)
-    for t, v in enumerate(values):
-        delta = v - mean
-        mean += alpha * delta
-        variance = (1 - alpha) * variance + (1 - alpha) * alpha * float(np.mean(delta * delta))
-        if t + 1 >= WINDOW:
-            out[t] = variance
-    return out
+def _statistics(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """ES-EMV's statistic and the growth guard's windowed variance of (T, S) values, by the
+    engine's own code (``stopping.ExponentialVariance``, ``stopping._Window``); inf while
+    they warm up."""
+    import torch
 
+    from napari_dip.stopping import ExponentialVariance, _Window
 
-def _windowed(values: np.ndarray) -> np.ndarray:
-    """The growth guard's windowed variance of (T, S) values (inf before a full window)."""
-    zero = np.zeros((1, values.shape[1]))
-    total, squares = np.cumsum(np.vstack([zero, values]), 0), np.cumsum(np.vstack([zero, values**2]), 0)
-    mean = (total[WINDOW:] - total[:-WINDOW]) / WINDOW
-    out = np.full(len(values), np.inf)
-    out[WINDOW - 1 :] = ((squares[WINDOW:] - squares[:-WINDOW]) / WINDOW - mean**2).mean(1)
-    return out
+    samples = values.shape[1]
+    rule = ExponentialVariance(window=WINDOW)
+    rule.attach(torch.zeros(1, samples), torch.arange(samples))
+    window = _Window(WINDOW, (1, samples), torch.device("cpu"))
+    emv, windowed = [], []
+    for iteration, row in enumerate(torch.from_numpy(values.astype(np.float32)), start=1):
+        output = row[None]
+        emv.append(float(rule.statistic(iteration, output, output)[0]))
+        variance = window.push(iteration, output)
+        windowed.append(math.inf if variance is None else float(variance[0]))
+    return emv, windowed
 
 
 def trace(path: Path, fraction: float | None, sigma: float) -> dict:
@@ -106,9 +104,10 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
     sampled = rng.choice(raw.shape[1], min(SAMPLES, raw.shape[1]), replace=False)
     averages = saved["average"].reshape(len(saved["average"]), -1)
     residual = ((averages[:, sampled] - target.reshape(-1)[sampled]) ** 2).mean(1)
+    emv, windowed = _statistics(raw[:, watched])
     return {
-        "emv": list(_emv(raw[:, watched])),
-        "wmv100": list(_windowed(raw[:, watched])),
+        "emv": emv,
+        "wmv100": windowed,
         "residual": list(residual),
         "expected_residual": float(saved["variance"]),
         "psnr": list(saved["psnr"]),
