@@ -16,6 +16,7 @@ far each keeps its output under the trace's peak.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -42,7 +43,8 @@ def run(case: quality.Case, iterations: int, folder: Path) -> None:
     clean, noisy = quality.make(case, 96)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", ensemble=1)
     variance = float(job.schedule.options.get("noise_variance", float("nan")))
-    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0)  # only watches
+    # Only watches (the plateau end is on by default: off, or it cuts the run short).
+    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0)
     job.schedule.options.update(iterations=iterations, stopping=rule)
     raw, averages, psnr = [], [], []
     fit, start = None, time.perf_counter()
@@ -51,7 +53,8 @@ def run(case: quality.Case, iterations: int, folder: Path) -> None:
         with torch.no_grad():
             raw.append(fit.output[0][(slice(None), *fit.output_region)].numpy().astype(np.float16))
             if step.record.iteration % EVERY == 0:
-                average = fit.average[0][(slice(None), *fit.output_region)].float().numpy()
+                # A copy: the fit updates its average in place.
+                average = fit.average[0][(slice(None), *fit.output_region)].float().numpy().copy()
                 averages.append(average)
                 psnr.append(quality.psnr(case, clean, job.plane_to_user(average).astype(np.float64)))
     np.savez(
@@ -63,6 +66,58 @@ def run(case: quality.Case, iterations: int, folder: Path) -> None:
         variance=variance,
     )
     print(f"{case.name}: {time.perf_counter() - start:.0f} s, peak {max(psnr):.2f} dB", flush=True)
+
+
+def run_stack(seed: int, iterations: int, folder: Path, planes: int = 8, size: int = 64) -> None:
+    """As ``run`` for each plane of ``fluorescence_stack`` (16-bit sCMOS counts with hot
+    pixels), fitted from scratch with the default settings; PSNR in counts with the plane's
+    range as the peak (stopping_traces.py's stack measure)."""
+    import torch
+
+    from napari_dip._api import prepare
+    from napari_dip._sample_data import fluorescence_stack
+    from napari_dip.stopping import make_rule
+
+    clean, noisy = fluorescence_stack((planes, size, size), seed=seed)
+    job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=False)
+    variance = float(job.schedule.options.get("noise_variance", float("nan")))
+    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0)
+    job.schedule.options.update(iterations=iterations, stopping=rule, preview_every=None)
+    state: dict = {"plane": -1}
+
+    def save() -> None:
+        fit, plane = state["fit"], state["plane"]
+        known = np.ones(fit._image.shape, bool) if fit._known is None else fit._known.expand(fit._image.shape).numpy()
+        np.savez(
+            folder / f"stack{seed}-plane{plane}.npz",
+            raw=np.array(state["raw"]),
+            average=np.array(state["averages"]),
+            psnr=np.array(state["psnr"]),
+            target=fit._image.numpy(),
+            known=known,
+            variance=variance,
+        )
+        print(
+            f"stack{seed}-plane{plane}: {time.perf_counter() - state['start']:.0f} s, peak {max(state['psnr']):.2f} dB",
+            flush=True,
+        )
+
+    for step in job.schedule:
+        if step.plane != state["plane"]:
+            if state["plane"] >= 0:
+                save()
+            state.update(plane=step.plane, raw=[], averages=[], psnr=[], start=time.perf_counter())
+        fit = state["fit"] = job.fit if job.fit is not None else state["fit"]
+        with torch.no_grad():
+            state["raw"].append(fit.output[0][(slice(None), *fit.output_region)].numpy().astype(np.float16))
+            if step.record.iteration % EVERY == 0:
+                # A copy: the fit updates its average in place.
+                average = fit.average[0][(slice(None), *fit.output_region)].float().numpy().copy()
+                state["averages"].append(average)
+                c = clean[step.plane].astype(np.float64)
+                restored = job.plane_to_user(average).astype(np.float64)
+                state["psnr"].append(float(10 * np.log10((c.max() - c.min()) ** 2 / np.mean((restored - c) ** 2))))
+    save()
 
 
 def _statistics(values: np.ndarray) -> tuple[list[float], list[float]]:
@@ -97,11 +152,13 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
     raw = saved["raw"].reshape(len(saved["raw"]), -1).astype(np.float64)
     target = saved["target"]
     rng = np.random.default_rng(0)
+    known = saved["known"].reshape(-1) if "known" in saved else np.ones(raw.shape[1], bool)  # hot pixels: False
     pool = np.arange(raw.shape[1])
     if fraction is not None:
-        pool = pool[flat_pixels(torch.from_numpy(target), fraction, sigma).flatten().numpy()]
+        pool = pool[flat_pixels(torch.from_numpy(target), fraction, sigma).flatten().numpy() & known]
     watched = rng.choice(pool, min(SAMPLES, len(pool)), replace=False)
     sampled = rng.choice(raw.shape[1], min(SAMPLES, raw.shape[1]), replace=False)
+    sampled = sampled[known[sampled]]  # as the engine weighs them: unknown values 0
     averages = saved["average"].reshape(len(saved["average"]), -1)
     residual = ((averages[:, sampled] - target.reshape(-1)[sampled]) ** 2).mean(1)
     emv, windowed = _statistics(raw[:, watched])
@@ -143,14 +200,32 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="only these cases")
     parser.add_argument("--iterations", type=int, default=1800)
     parser.add_argument("--dir", type=Path, required=True, help="where the runs' .npz files go")
+    parser.add_argument("--stack", type=int, nargs="*", help="run: fluorescence_stack planes of these seeds instead")
+    parser.add_argument(
+        "--photons", type=int, nargs="*", help="run: the 40-photon cases at these photon levels instead (same cameras)"
+    )
     args = parser.parse_args()
     if args.command == "report":
         report(args.dir)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
+    for seed in args.stack or ():
+        run_stack(seed, args.iterations, args.dir)
     for case in quality.all_cases():
-        if case.kind == "photon" and case.split in args.split and (not args.cases or case.name in args.cases):
-            run(case, args.iterations, args.dir)
+        if args.stack or case.kind != "photon" or case.split not in args.split:
+            continue
+        if args.photons:  # brighter images: the 40-photon case's camera and seed name, more photons
+            if case.params["peak"] != 40:
+                continue
+            cases = [
+                dataclasses.replace(case, name=f"{case.image}-p{n}", params={**case.params, "peak": n})
+                for n in args.photons
+            ]
+        else:
+            cases = [case]
+        for case in cases:
+            if not args.cases or case.name in args.cases:
+                run(case, args.iterations, args.dir)
 
 
 if __name__ == "__main__":

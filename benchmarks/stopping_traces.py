@@ -113,7 +113,9 @@ def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> d
 
     clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", **dip)
-    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, flat=job.schedule.options.get("flat"))
+    rule = make_rule(
+        "emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0, flat=job.schedule.options.get("flat")
+    )
     variance = float(job.schedule.options.get("noise_variance", math.nan))
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
@@ -240,7 +242,7 @@ def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) ->
     job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=warm)
     window = {"window": schedule.WARM_RULE["window"]} if warm and schedule.WARM_RULE else {}
     flat = {"flat": job.schedule.options.get("flat")} if not warm else {}  # warm units: WARM_RULE's
-    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, **window, **flat)
+    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0, **window, **flat)
     job.schedule.options.update(iterations=iterations, stopping=watch, preview_every=None)
     settings = "photon" if "ema" in job.schedule.options else "gaussian"
     rows: list[dict[str, Any]] = []
