@@ -41,6 +41,15 @@ LEVEL_WINDOW = 5
 #: Fraction of pixels (those with the steepest level) left out as edges and texture,
 #: which would read as noise.
 EDGE_FRACTION = 0.5
+#: Where that finds no photon noise, steepness is ranked again against the noise around
+#: each block (the rms of the detail coefficients in a window of this side): bright flat
+#: regions look steep from their photon noise alone, so that on an image with a dark
+#: background the bins may hold only the background (a phantom at 150 photons read as
+#: Gaussian, σ the read noise, its variance a tenth of its bright regions'). Ranked so
+#: throughout, texture stays in and reads as noise: gains of the photon benchmark cases
+#: came nearer the truth but their restorations no better (BENCHMARKS.md, "The noise
+#: estimate's smooth pixels").
+RELATIVE_WINDOW = 9
 #: Noise is measured on at most this many 2-D slices (evenly spread through a stack) of
 #: at most ``MAX_SIDE`` x ``MAX_SIDE`` pixels each (centred crops): plenty for 16 bins,
 #: and a large stack costs no more than a few planes.
@@ -142,10 +151,13 @@ class TooSmall(ValueError):
     """Too few pixels or smooth regions to measure the noise-level function."""
 
 
-def _haar_details(plane: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _haar_details(
+    plane: np.ndarray, valid: np.ndarray | None, relative: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Diagonal Haar details of every 2x2 block (variance = the noise variance for
-    white noise), the smoothed level at each block and its local steepness, as flat
-    arrays over the blocks whose four pixels are valid."""
+    white noise), the smoothed level at each block and its local steepness (with
+    ``relative``, over the details' rms around it), as flat arrays over the blocks
+    whose four pixels are valid."""
     from scipy import ndimage
 
     x = plane.astype(np.float64)
@@ -156,6 +168,9 @@ def _haar_details(plane: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarr
     # The block's level and steepness: the mean of its four pixels'.
     level = 0.25 * (level[:-1, :-1] + level[:-1, 1:] + level[1:, :-1] + level[1:, 1:])
     steep = np.maximum.reduce([steep[:-1, :-1], steep[:-1, 1:], steep[1:, :-1], steep[1:, 1:]])
+    if relative:
+        local = np.sqrt(ndimage.uniform_filter(detail * detail, RELATIVE_WINDOW, mode="reflect"))
+        steep = steep / np.maximum(local, np.finfo(np.float64).tiny)
     keep = np.ones(detail.shape, bool)
     if valid is not None:
         keep = valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]
@@ -184,12 +199,13 @@ def _clipped_bounds(values: np.ndarray) -> tuple[float, float]:
 
 
 def level_variance(
-    standard: np.ndarray, known: np.ndarray | None = None
+    standard: np.ndarray, known: np.ndarray | None = None, relative: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Binned noise-level function of ``standard`` (P, C, *S): (levels, variances,
     counts, clipped), ``clipped`` True when most bins lie where the data are clipped.
 
-    Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks; blocks of
+    Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks (with
+    ``relative``, smooth against the noise around them, ``RELATIVE_WINDOW``); blocks of
     all slices are pooled (one camera), binned by level into ``BINS`` equal-count
     bins, and each bin's variance is the trimmed second moment of its details
     (``_robust_std``), robust to the hot pixels and edges that remain.
@@ -219,7 +235,7 @@ def level_variance(
             if not mask.any():
                 continue
             plane = np.where(mask, plane, np.median(plane[mask]))
-        d, lv, st = _haar_details(plane, mask)
+        d, lv, st = _haar_details(plane, mask, relative)
         details.append(d)
         levels.append(lv)
         steeps.append(st)
@@ -312,8 +328,30 @@ def estimate_noise(
     caller knows, the rest is estimated from the image.
     """
     check_options(noise, gain, offset)
+    if noise == "gaussian" or gain is not None:
+        return _estimate(standard, known, noise, gain, offset, relative=False)
     try:
-        levels, variances, counts, clipped = level_variance(standard, known)
+        model = _estimate(standard, known, noise, gain, offset, relative=False)
+    except ValueError:  # noise="poisson" and no photon noise found: ask again (RELATIVE_WINDOW)
+        return _estimate(standard, known, noise, gain, offset, relative=True)
+    if model.kind == "gaussian" and math.isfinite(model.baseline):
+        rescued = _estimate(standard, known, noise, gain, offset, relative=True)
+        if rescued.kind == "poisson":
+            return rescued
+    return model
+
+
+def _estimate(
+    standard: np.ndarray,
+    known: np.ndarray | None,
+    noise: str,
+    gain: float | None,
+    offset: float | None,
+    relative: bool,
+) -> NoiseModel:
+    """``estimate_noise`` over the blocks smooth as ``level_variance(relative=)`` ranks them."""
+    try:
+        levels, variances, counts, clipped = level_variance(standard, known, relative)
         if levels.size < 3:
             raise TooSmall("too few smooth regions to measure the noise of this image")
         if not (np.isfinite(levels).all() and np.isfinite(variances).all()):
