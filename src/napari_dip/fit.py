@@ -118,8 +118,9 @@ PHOTON_CEILING = 1.5
 #: 0.8-1.8 dB under it). Replayed on one network's traces of 24 photon cases: 0.31 -> 0.24 dB
 #: under the peak on average, worst 2.12 -> 1.16 (benchmarks/flat_statistic.py); end to end
 #: see BENCHMARKS.md ("The statistic over the flat half of the image"). Its cost: slow fits of
-#: dim 16-bit stack planes end sooner (fitted from scratch, 0.37 -> 1.47 dB under their late
-#: peaks, replayed); warm-started planes keep all pixels (``schedule.WARM_RULE``).
+#: high-signal 16-bit stack planes end sooner (fitted from scratch to 4000 iterations, peaks at
+#: the cap: 1.33 -> 2.60 dB under them, replayed; no rule tried finds them, over either set of
+#: pixels); warm-started planes keep all pixels (``schedule.WARM_RULE``).
 PHOTON_FLAT = 0.5
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
