@@ -325,7 +325,9 @@ def estimate_noise(
     ``noise`` is "auto" (Poisson–Gaussian when the variance grows with the signal by
     ``POISSON_RATIO`` or more over the data, else Gaussian), "gaussian" or "poisson";
     ``gain`` (counts per photon) and ``offset`` (counts at zero photons) fix what the
-    caller knows, the rest is estimated from the image.
+    caller knows, the rest is estimated from the image. Where the smooth blocks show no
+    photon noise, they are chosen again, smooth against the noise around them
+    (``RELATIVE_WINDOW``), and a Poisson–Gaussian fit found there is taken.
     """
     check_options(noise, gain, offset)
     if noise == "gaussian" or gain is not None:
