@@ -45,9 +45,15 @@ def test_photon_noise_of_bright_regions_over_a_dark_background(peak):
     gain, read = 4.5, 2.0
     rng = np.random.default_rng(0)
     counts = gain * rng.poisson(clean / clean.max() * peak) + 100 + rng.normal(0, read * gain, clean.shape)
-    model = estimate_noise(np.clip(np.rint(counts), 0, 65535)[None, None])
+    counts = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+    model = estimate_noise(counts[None, None].astype(float))
     assert model.kind == "poisson"
     assert model.gain == pytest.approx(gain, rel=0.15)
+    # The shells fit with that model: the variance the stopping rule expects is the bright
+    # regions' too, not the background's read noise alone.
+    job = prepare("denoise", counts, width=8, device="cpu", ensemble=1)
+    assert job.noise.kind == "poisson" and job.noise.gain == pytest.approx(model.gain)
+    assert job.noise.variance_at(float(counts.mean())) > 3 * (read * gain) ** 2
 
 
 @pytest.mark.parametrize("sigma", [10, 25])
