@@ -151,13 +151,15 @@ class TooSmall(ValueError):
     """Too few pixels or smooth regions to measure the noise-level function."""
 
 
-def _haar_details(
-    plane: np.ndarray, valid: np.ndarray | None, relative: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class NoPhotonNoise(ValueError):
+    """``noise="poisson"`` on an image whose noise does not grow with the signal."""
+
+
+def _haar_details(plane: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Diagonal Haar details of every 2x2 block (variance = the noise variance for
-    white noise), the smoothed level at each block and its local steepness (with
-    ``relative``, over the details' rms around it), as flat arrays over the blocks
-    whose four pixels are valid."""
+    white noise), the smoothed level at each block, its local steepness and the details'
+    rms around it (``RELATIVE_WINDOW``), as flat arrays over the blocks whose four
+    pixels are valid."""
     from scipy import ndimage
 
     x = plane.astype(np.float64)
@@ -168,13 +170,11 @@ def _haar_details(
     # The block's level and steepness: the mean of its four pixels'.
     level = 0.25 * (level[:-1, :-1] + level[:-1, 1:] + level[1:, :-1] + level[1:, 1:])
     steep = np.maximum.reduce([steep[:-1, :-1], steep[:-1, 1:], steep[1:, :-1], steep[1:, 1:]])
-    if relative:
-        local = np.sqrt(ndimage.uniform_filter(detail * detail, RELATIVE_WINDOW, mode="reflect"))
-        steep = steep / np.maximum(local, np.finfo(np.float64).tiny)
+    local = np.sqrt(ndimage.uniform_filter(detail * detail, RELATIVE_WINDOW, mode="reflect"))
     keep = np.ones(detail.shape, bool)
     if valid is not None:
         keep = valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, :-1] & valid[1:, 1:]
-    return detail[keep], level[keep], steep[keep]
+    return detail[keep], level[keep], steep[keep], local[keep]
 
 
 def _robust_std(detail: np.ndarray) -> float:
@@ -198,18 +198,24 @@ def _clipped_bounds(values: np.ndarray) -> tuple[float, float]:
     return (low if clipped_low else -np.inf), (high if clipped_high else np.inf)
 
 
-def level_variance(
-    standard: np.ndarray, known: np.ndarray | None = None, relative: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Binned noise-level function of ``standard`` (P, C, *S): (levels, variances,
-    counts, clipped), ``clipped`` True when most bins lie where the data are clipped.
+@dataclass(frozen=True)
+class _Blocks:
+    """The 2x2 blocks of every measured slice, pooled (``_haar_details``), in units of
+    ``2**exponent``, and the levels at which the data look clipped."""
 
-    Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks (with
-    ``relative``, smooth against the noise around them, ``RELATIVE_WINDOW``); blocks of
-    all slices are pooled (one camera), binned by level into ``BINS`` equal-count
-    bins, and each bin's variance is the trimmed second moment of its details
-    (``_robust_std``), robust to the hot pixels and edges that remain.
-    """
+    detail: np.ndarray
+    level: np.ndarray
+    steep: np.ndarray
+    local: np.ndarray
+    low: float
+    high: float
+    exponent: int
+
+
+def _blocks(standard: np.ndarray, known: np.ndarray | None) -> _Blocks:
+    """Every 2-D slice (plane, channel, Z slice) of ``standard`` (P, C, *S) gives its
+    2x2 blocks (at most ``MAX_SLICES`` slices of ``MAX_SIDE`` squared); ``TooSmall``
+    when they are too few to measure the noise on."""
     height, width = standard.shape[-2:]
     slices = standard.reshape(-1, height, width)
     valid = None
@@ -227,7 +233,7 @@ def level_variance(
 
     magnitude = max(float(np.max(np.abs(usable(i)), initial=0.0)) for i in chosen)
     exponent = int(np.frexp(magnitude)[1]) if magnitude and not 2.0**-256 <= magnitude <= 2.0**256 else 0
-    details, levels, steeps, pixels = [], [], [], []
+    parts, pixels = [], []
     for i in chosen:
         mask = None if valid is None else valid[i][crop]
         plane = np.ldexp(slices[i][crop].astype(np.float64), -exponent)
@@ -235,19 +241,38 @@ def level_variance(
             if not mask.any():
                 continue
             plane = np.where(mask, plane, np.median(plane[mask]))
-        d, lv, st = _haar_details(plane, mask, relative)
-        details.append(d)
-        levels.append(lv)
-        steeps.append(st)
+        parts.append(_haar_details(plane, mask))
         pixels.append(plane.ravel() if mask is None else plane[mask])
-    if not details:
+    if not parts:
         raise TooSmall("no known pixels to measure the noise on")
-    detail, level, steep = (np.concatenate(v) for v in (details, levels, steeps))
+    detail, level, steep, local = (np.concatenate(v) for v in zip(*parts, strict=True))
     if detail.size < BINS * MIN_PER_BIN:
         raise TooSmall(f"the image has too few pixels ({detail.size} 2x2 blocks) to measure its noise")
+    return _Blocks(detail, level, steep, local, *_clipped_bounds(np.concatenate(pixels)), exponent)
+
+
+def level_variance(
+    standard: np.ndarray, known: np.ndarray | None = None, relative: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Binned noise-level function of ``standard`` (P, C, *S): (levels, variances,
+    counts, clipped), ``clipped`` True when most bins lie where the data are clipped.
+
+    Every 2-D slice (plane, channel, Z slice) gives its smooth 2x2 blocks (with
+    ``relative``, smooth against the noise around them, ``RELATIVE_WINDOW``); blocks of
+    all slices are pooled (one camera), binned by level into ``BINS`` equal-count
+    bins, and each bin's variance is the trimmed second moment of its details
+    (``_robust_std``), robust to the hot pixels and edges that remain.
+    """
+    return _binned(_blocks(standard, known), relative)
+
+
+def _binned(blocks: _Blocks, relative: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``level_variance`` of measured blocks."""
+    steep = blocks.steep
+    if relative:
+        steep = steep / np.maximum(blocks.local, np.finfo(np.float64).tiny)
     smooth = steep <= np.quantile(steep, 1 - EDGE_FRACTION)
-    detail, level = detail[smooth], level[smooth]
-    low, high = _clipped_bounds(np.concatenate(pixels))
+    detail, level = blocks.detail[smooth], blocks.level[smooth]
     edges = np.quantile(level, np.linspace(0, 1, BINS + 1))
     which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, BINS - 1)
     rows = []
@@ -258,10 +283,11 @@ def level_variance(
     table = np.array(rows, float).reshape(-1, 3)
     # Clipping squeezes the variance near the clipped level: such bins are dropped,
     # unless too few would be left (then every bin counts: a rough sigma beats none).
-    unclipped = (table[:, 0] - 2 * table[:, 1] > low) & (table[:, 0] + 2 * table[:, 1] < high)
+    unclipped = (table[:, 0] - 2 * table[:, 1] > blocks.low) & (table[:, 0] + 2 * table[:, 1] < blocks.high)
     clipped = unclipped.sum() < 3
     if not clipped:
         table = table[unclipped]
+    exponent = blocks.exponent
     with np.errstate(over="ignore", under="ignore"):  # back in the data's units: inf beyond float64
         return np.ldexp(table[:, 0], exponent), np.ldexp(table[:, 1] ** 2, 2 * exponent), table[:, 2], clipped
 
@@ -330,40 +356,41 @@ def estimate_noise(
     (``RELATIVE_WINDOW``), and a Poisson–Gaussian fit found there is taken.
     """
     check_options(noise, gain, offset)
-    if noise == "gaussian" or gain is not None:
-        return _estimate(standard, known, noise, gain, offset, relative=False)
     try:
-        model = _estimate(standard, known, noise, gain, offset, relative=False)
-    except ValueError:  # noise="poisson" and no photon noise found: ask again (RELATIVE_WINDOW)
-        return _estimate(standard, known, noise, gain, offset, relative=True)
+        blocks = _blocks(standard, known)
+    except TooSmall as err:
+        return _unmeasured(str(err), noise, gain, offset)
+    if noise == "gaussian" or gain is not None:
+        return _estimate(blocks, noise, gain, offset, relative=False)
+    try:
+        model = _estimate(blocks, noise, gain, offset, relative=False)
+    except NoPhotonNoise:  # noise="poisson": ask again (RELATIVE_WINDOW)
+        return _estimate(blocks, noise, gain, offset, relative=True)
     if model.kind == "gaussian" and math.isfinite(model.baseline):
-        rescued = _estimate(standard, known, noise, gain, offset, relative=True)
+        rescued = _estimate(blocks, noise, gain, offset, relative=True)
         if rescued.kind == "poisson":
             return rescued
     return model
 
 
-def _estimate(
-    standard: np.ndarray,
-    known: np.ndarray | None,
-    noise: str,
-    gain: float | None,
-    offset: float | None,
-    relative: bool,
-) -> NoiseModel:
+def _unmeasured(reason: str, noise: str, gain: float | None, offset: float | None) -> NoiseModel:
+    """The model of an image whose noise cannot be measured (``reason``): too small, or
+    too close to float64's limits."""
+    if noise != "poisson":  # plain squared loss, as without a model; the level is unknown
+        return NoiseModel("gaussian", 0.0, math.nan)
+    if gain is None or offset is None:
+        raise ValueError(f"{reason}; pass the camera's gain= and offset= for noise='poisson'")
+    return NoiseModel("poisson", float(gain), -float(gain) * float(offset), float(offset), 0.0)
+
+
+def _estimate(blocks: _Blocks, noise: str, gain: float | None, offset: float | None, relative: bool) -> NoiseModel:
     """``estimate_noise`` over the blocks smooth as ``level_variance(relative=)`` ranks them."""
-    try:
-        levels, variances, counts, clipped = level_variance(standard, known, relative)
-        if levels.size < 3:
-            raise TooSmall("too few smooth regions to measure the noise of this image")
-        if not (np.isfinite(levels).all() and np.isfinite(variances).all()):
-            raise TooSmall("the image's values are too close to float64's limits to measure its noise")
-    except TooSmall as err:
-        if noise != "poisson":  # plain squared loss, as without a model; the level is unknown
-            return NoiseModel("gaussian", 0.0, math.nan)
-        if gain is None or offset is None:
-            raise ValueError(f"{err}; pass the camera's gain= and offset= for noise='poisson'") from None
-        return NoiseModel("poisson", float(gain), -float(gain) * float(offset), float(offset), 0.0)
+    levels, variances, counts, clipped = _binned(blocks, relative)
+    if levels.size < 3:
+        return _unmeasured("too few smooth regions to measure the noise of this image", noise, gain, offset)
+    if not (np.isfinite(levels).all() and np.isfinite(variances).all()):
+        reason = "the image's values are too close to float64's limits to measure its noise"
+        return _unmeasured(reason, noise, gain, offset)
     if clipped and noise != "poisson":
         # Clipping squeezes the variance near the clipped level, which would read as
         # photon noise; the widest bin is nearest the truth.
@@ -378,7 +405,7 @@ def _estimate(
         if a <= 0 or (dark <= 0 and bright <= 0) or bright < POISSON_RATIO * max(dark, 1e-30 * bright):
             return _gaussian(variances, counts)
     if a <= 0:
-        raise ValueError(
+        raise NoPhotonNoise(
             f"the noise of this image does not grow with the signal (fitted gain {a:.3g}); "
             "use noise='gaussian', or give the camera's gain="
         )
