@@ -9,7 +9,11 @@ taken over different sets of pixels: all (the default before), the flat half
 (``napari_dip.stopping.flat_pixels``, the default now) and other fractions, and prints how
 far each keeps its output under the trace's peak.
 
+``run --stack SEED`` saves each plane of the 16-bit ``fluorescence_stack`` fitted from
+scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras at N photons.
+
     python benchmarks/flat_statistic.py run --split check --dir /tmp/flat   # ~70 s a case, 2 cores
+    python benchmarks/flat_statistic.py run --stack 2 --iterations 4000 --dir /tmp/stack  # ~90 s a plane
     python benchmarks/flat_statistic.py report --dir /tmp/flat
 """
 
@@ -20,7 +24,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,89 +41,88 @@ WINDOW = 100  # ES-EMV's and the growth guard's (stopping.Rule's default)
 SELECTIONS = (("all", None, 0.0), ("flat half", 0.5, 2.0), ("flat half, blur 3", 0.5, 3.0), ("flat 40 %", 0.4, 2.0))
 
 
-def run(case: quality.Case, iterations: int, folder: Path) -> None:
-    import torch
+class _Run:
+    """One fit saved: every iteration's raw output and, every ``EVERY`` iterations, its
+    averaged output and the PSNR ``score`` gives it in the user's units."""
 
+    def __init__(self, job: Any, score: Callable[[np.ndarray], float]) -> None:
+        self.job, self.score = job, score
+        self.raw: list[np.ndarray] = []
+        self.averages: list[np.ndarray] = []
+        self.psnr: list[float] = []
+        self.fit: Any = None  # the schedule lets go of a finished fit: kept here
+        self.start = time.perf_counter()
+
+    def add(self, fit: Any, iteration: int) -> None:
+        import torch
+
+        region = (slice(None), *fit.output_region)
+        with torch.no_grad():
+            self.raw.append(fit.output[0][region].numpy().astype(np.float16))
+            if iteration % EVERY == 0:
+                average = fit.average[0][region].float().numpy().copy()  # the fit updates it in place
+                self.averages.append(average)
+                self.psnr.append(self.score(self.job.plane_to_user(average).astype(np.float64)))
+        self.fit = fit
+
+    def save(self, path: Path, variance: float) -> None:
+        """The ``.npz`` that ``trace`` reads; ``known`` False at pixels the fit left out (hot)."""
+        fit = self.fit
+        known = np.ones(fit._image.shape, bool) if fit._known is None else fit._known.expand(fit._image.shape).numpy()
+        np.savez(
+            path,
+            raw=np.array(self.raw),
+            average=np.array(self.averages),
+            psnr=np.array(self.psnr),
+            target=fit._image.numpy(),
+            known=known,
+            variance=variance,
+        )
+        print(f"{path.stem}: {time.perf_counter() - self.start:.0f} s, peak {max(self.psnr):.2f} dB", flush=True)
+
+
+def _watching(job: Any, iterations: int) -> float:
+    """Set ``job`` to run ``iterations`` under a rule that only watches; the noise variance
+    the default rule would get."""
     from napari_dip.stopping import make_rule
 
-    clean, noisy = quality.make(case, 96)
-    job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", ensemble=1)
-    variance = float(job.schedule.options.get("noise_variance", float("nan")))
-    # Only watches (the plateau end is on by default: off, or it cuts the run short).
+    # Every end off (the plateau end is on by default: it would cut the run short).
     rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0)
-    job.schedule.options.update(iterations=iterations, stopping=rule)
-    raw, averages, psnr = [], [], []
-    fit, start = None, time.perf_counter()
+    job.schedule.options.update(iterations=iterations, stopping=rule, preview_every=None)
+    return float(job.schedule.options.get("noise_variance", float("nan")))
+
+
+def run(case: quality.Case, iterations: int, folder: Path) -> None:
+    clean, noisy = quality.make(case, 96)
+    job = quality.prepare_denoise(noisy, dtype="float32", ensemble=1)
+    variance = _watching(job, iterations)
+    saved = _Run(job, lambda restored: quality.psnr(case, clean, restored))
     for step in job.schedule:
-        fit = job.fit if job.fit is not None else fit
-        with torch.no_grad():
-            raw.append(fit.output[0][(slice(None), *fit.output_region)].numpy().astype(np.float16))
-            if step.record.iteration % EVERY == 0:
-                # A copy: the fit updates its average in place.
-                average = fit.average[0][(slice(None), *fit.output_region)].float().numpy().copy()
-                averages.append(average)
-                psnr.append(quality.psnr(case, clean, job.plane_to_user(average).astype(np.float64)))
-    np.savez(
-        folder / f"{case.name}.npz",
-        raw=np.array(raw),
-        average=np.array(averages),
-        psnr=np.array(psnr),
-        target=fit._image.numpy(),
-        variance=variance,
-    )
-    print(f"{case.name}: {time.perf_counter() - start:.0f} s, peak {max(psnr):.2f} dB", flush=True)
+        saved.add(job.fit if job.fit is not None else saved.fit, step.record.iteration)
+    saved.save(folder / f"{case.name}.npz", variance)
 
 
 def run_stack(seed: int, iterations: int, folder: Path, planes: int = 8, size: int = 64) -> None:
     """As ``run`` for each plane of ``fluorescence_stack`` (16-bit sCMOS counts with hot
     pixels), fitted from scratch with the default settings; PSNR in counts with the plane's
     range as the peak (stopping_traces.py's stack measure)."""
-    import torch
+    from skimage.metrics import peak_signal_noise_ratio
 
     from napari_dip._api import prepare
     from napari_dip._sample_data import fluorescence_stack
-    from napari_dip.stopping import make_rule
 
     clean, noisy = fluorescence_stack((planes, size, size), seed=seed)
     job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=False)
-    variance = float(job.schedule.options.get("noise_variance", float("nan")))
-    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0)
-    job.schedule.options.update(iterations=iterations, stopping=rule, preview_every=None)
-    state: dict = {"plane": -1}
-
-    def save() -> None:
-        fit, plane = state["fit"], state["plane"]
-        known = np.ones(fit._image.shape, bool) if fit._known is None else fit._known.expand(fit._image.shape).numpy()
-        np.savez(
-            folder / f"stack{seed}-plane{plane}.npz",
-            raw=np.array(state["raw"]),
-            average=np.array(state["averages"]),
-            psnr=np.array(state["psnr"]),
-            target=fit._image.numpy(),
-            known=known,
-            variance=variance,
-        )
-        print(
-            f"stack{seed}-plane{plane}: {time.perf_counter() - state['start']:.0f} s, peak {max(state['psnr']):.2f} dB",
-            flush=True,
-        )
-
+    variance = _watching(job, iterations)
+    saved, plane = None, -1
     for step in job.schedule:
-        if step.plane != state["plane"]:
-            if state["plane"] >= 0:
-                save()
-            state.update(plane=step.plane, raw=[], averages=[], psnr=[], start=time.perf_counter())
-        fit = state["fit"] = job.fit if job.fit is not None else state["fit"]
-        with torch.no_grad():
-            state["raw"].append(fit.output[0][(slice(None), *fit.output_region)].numpy().astype(np.float16))
-            if step.record.iteration % EVERY == 0:
-                # A copy: the fit updates its average in place.
-                average = fit.average[0][(slice(None), *fit.output_region)].float().numpy().copy()
-                state["averages"].append(average)
-                c = clean[step.plane].astype(np.float64)
-                restored = job.plane_to_user(average).astype(np.float64)
-                state["psnr"].append(float(10 * np.log10((c.max() - c.min()) ** 2 / np.mean((restored - c) ** 2))))
-    save()
+        if step.plane != plane:
+            if saved is not None:
+                saved.save(folder / f"stack{seed}-plane{plane}.npz", variance)
+            plane, c = step.plane, clean[step.plane]
+            saved = _Run(job, lambda restored, c=c: peak_signal_noise_ratio(c, restored, data_range=c.max() - c.min()))
+        saved.add(job.fit if job.fit is not None else saved.fit, step.record.iteration)
+    saved.save(folder / f"stack{seed}-plane{plane}.npz", variance)
 
 
 def _statistics(values: np.ndarray) -> tuple[list[float], list[float]]:

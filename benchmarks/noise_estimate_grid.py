@@ -23,7 +23,7 @@ PHOTONS = (5, 15, 40, 150, 600, 2000)
 
 
 def photon_rows() -> None:
-    from napari_dip.noise import estimate_noise
+    from napari_dip import estimate_noise
 
     print("| photons | read as Gaussian | gain error: mean (worst factor) |\n| --- | --- | --- |")
     bases = [c for c in quality.all_cases() if c.kind == "photon" and c.params["peak"] == 40]
@@ -34,7 +34,7 @@ def photon_rows() -> None:
                 params = {**base.params, "peak": peak, "gain": gain, "offset": offset, "read_noise": read}
                 case = dataclasses.replace(base, name=f"{base.image}-p{peak}-g{gain}", params=params)
                 _, noisy = quality.make(case, 96)
-                model = estimate_noise(noisy.astype(np.float64)[None, None])
+                model = estimate_noise(noisy)
                 if model.kind == "poisson":
                     errors.append(abs(np.log(model.gain / gain)))
                 else:
@@ -48,15 +48,14 @@ def photon_rows() -> None:
 
 
 def gaussian_rows() -> None:
-    from napari_dip.noise import estimate_noise
+    from napari_dip import estimate_noise
 
     poisson, errors = [], []
     for case in quality.all_cases():
         if case.kind != "gaussian":
             continue
         _, noisy = quality.make(case, 96)
-        x = noisy.astype(np.float64)
-        model = estimate_noise(x[None, None] if x.ndim == 2 else np.moveaxis(x, -1, 0)[None])
+        model = estimate_noise(noisy, channel_axis=-1 if noisy.ndim == 3 else None)
         if model.kind == "gaussian":
             errors.append(abs(np.log(model.sigma / case.params["sigma"])))
         else:

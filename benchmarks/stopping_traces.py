@@ -233,6 +233,8 @@ def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) ->
     stack's own value map and noise model), fitted separately or warm-started from the
     previous plane (then watched with the warm units' window, ``schedule.WARM_RULE``).
     PSNR in counts, the plane's range as the peak (stack_warm_start.py's measure)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     from napari_dip import schedule
     from napari_dip._api import prepare
     from napari_dip._sample_data import fluorescence_stack
@@ -275,7 +277,7 @@ def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) ->
             c = clean[plane]
 
             def score(restored: np.ndarray, c: np.ndarray = c) -> float:
-                return float(10 * np.log10((c.max() - c.min()) ** 2 / np.mean((restored - c) ** 2)))
+                return float(peak_signal_noise_ratio(c, restored, data_range=c.max() - c.min()))
 
             counts = noisy[plane].astype(np.float64)
             recorder = _Recorder(job, score, counts, quiet=counts - c < 1000)
