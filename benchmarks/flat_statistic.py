@@ -6,8 +6,10 @@ the averaged output and its PSNR, as one ``.npz`` per case in ``--dir`` (~35 MB 
 kept in the repository). ``report`` replays the engine's photon rule
 (``stopping_replay.photon_default``: ES-EMV, rise 20 %, ceiling 1.5, ...) on the statistic
 taken over different sets of pixels: all (the default before), the flat half
-(``napari_dip.stopping.flat_pixels``, the default now) and other fractions, and prints how
-far each keeps its output under the trace's peak.
+(``napari_dip.stopping.flat_pixels``, the default now) and other fractions, with and
+without the gate of a white residual (``stopping.Rule``'s ``white``, the default now;
+recomputed from the saved averages), and prints how far each keeps its output under the
+trace's peak.
 
 ``run --stack SEED`` saves each plane of the 16-bit ``fluorescence_stack`` fitted from
 scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras at N photons.
@@ -146,6 +148,14 @@ def _statistics(values: np.ndarray) -> tuple[list[float], list[float]]:
     return emv, windowed
 
 
+def whiteness(residual: np.ndarray, known: np.ndarray) -> float:
+    """The correlation of neighbouring values (along Y and X) of a ``(C, *shape)`` residual
+    about its known values' mean, as ``napari_dip.stopping.Rule`` measures it (its ``white``)."""
+    residual = (residual - residual[known].mean()) * known
+    neighbours = (residual[..., 1:, :] * residual[..., :-1, :]).sum() + (residual[..., 1:] * residual[..., :-1]).sum()
+    return float(neighbours / (2 * np.square(residual).sum()))
+
+
 def trace(path: Path, fraction: float | None, sigma: float) -> dict:
     """A ``stopping_replay`` trace of a saved run, the statistic over the chosen values and
     the residual (ceiling, floor) over random values of all, as the engine samples them."""
@@ -171,6 +181,10 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
         "emv": emv,
         "wmv100": windowed,
         "residual": list(residual),
+        "whiteness": [
+            whiteness(target - a, saved["known"] if "known" in saved else np.ones(target.shape, bool))
+            for a in saved["average"]
+        ],
         "expected_residual": float(saved["variance"]),
         "psnr": list(saved["psnr"]),
         "every": EVERY,
@@ -178,16 +192,19 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
 
 
 def report(folder: Path) -> None:
-    rule = stopping_replay.photon_default()
+    rules = {"": stopping_replay.photon_default(), ", no white gate": stopping_replay.photon_default(white=None)}
+    columns = [
+        (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in SELECTIONS
+    ]
     paths = sorted(folder.glob("*.npz"))
-    gaps: dict[str, list[float]] = {name: [] for name, _, _ in SELECTIONS}
-    print("| case | peak (iteration) | " + " | ".join(name for name, _, _ in SELECTIONS) + " |")
-    print("| --- | --- |" + " --- |" * len(SELECTIONS))
+    gaps: dict[str, list[float]] = {name: [] for name, _, _, _ in columns}
+    print("| case | peak (iteration) | " + " | ".join(name for name, _, _, _ in columns) + " |")
+    print("| --- | --- |" + " --- |" * len(columns))
     for path in paths:
         cells = []
-        for name, fraction, sigma in SELECTIONS:
-            t = trace(path, fraction, sigma)
-            gap, kept, _ = stopping_replay.score(t, rule)
+        traces = {(fraction, sigma): trace(path, fraction, sigma) for _, fraction, sigma in SELECTIONS}
+        for name, fraction, sigma, rule in columns:
+            gap, kept, _ = stopping_replay.score(traces[fraction, sigma], rule)
             gaps[name].append(gap)
             cells.append(f"{gap:.2f} ({kept})")
         psnr = np.load(path)["psnr"]

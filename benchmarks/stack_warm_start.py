@@ -61,6 +61,7 @@ def main() -> None:
         "--warm-only", action="store_true", help="skip the separate fits (to compare warm settings or versions)"
     )
     parser.add_argument("--out", default=None, help="append JSON lines here")
+    parser.add_argument("--label", default=None, help="a label for the rows (which defaults they ran)")
     args = parser.parse_args()
     if args.warm_rule == "rule":
         schedule.WARM_RULE = None
@@ -76,6 +77,7 @@ def main() -> None:
         cold = None if args.warm_only else run(noisy, clean, False, args.width, args.device)
         warm = run(noisy, clean, True, args.width, args.device)
         record: dict = {
+            **({"label": args.label} if args.label else {}),
             "seed": seed,
             "shape": list(noisy.shape),
             "width": args.width,

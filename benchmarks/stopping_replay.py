@@ -35,6 +35,7 @@ def variance_minimum(
     growth_key: str = "wmv100",
     ceiling: float | None = None,
     plateau: tuple[float, float, int] | None = None,
+    white: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -49,17 +50,25 @@ def variance_minimum(
     from the last such iteration. With ``plateau`` = (level, drop, span), the fit also ends
     (as by the floor) where the residual is down to ``level`` times the variance while the
     lowest statistic has fallen by less than ``drop`` (a fraction) over the last ``span``
-    iterations. Without these: the fit ends ``patience`` iterations after the best."""
+    iterations. With ``white``, nothing counts either (as above the ceiling) before the first
+    record where the residual's neighbour correlation (``whiteness``) has fallen to
+    ``white``; traces without that record (recorded before it) are replayed without it.
+    Without these: the fit ends ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
         ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
         windowed = _series(trace, growth_key) if growth is not None else None
+        opens = 0  # the first iteration the residual is white enough
+        if white is not None and "whiteness" in trace:
+            below = np.nonzero(np.asarray(trace["whiteness"]) <= white)[0]
+            opens = trace["every"] * (int(below[0]) + 1) if len(below) else len(stat) + 1
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
         for i, s in enumerate(stat, start=1):
             bests[i] = bests[i - 1]
-            if ceiling is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling:
+            above = ceiling is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling
+            if above or i < opens:
                 since = max(since, i)  # not fitted yet: as if warming up
                 continue
             if np.isfinite(s):
@@ -131,10 +140,10 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
     return rule
 
 
-def photon_default(rise: float = 0.20) -> RuleFn:
-    """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``)
-    with this ``rise``."""
-    return variance_minimum(tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5)
+def photon_default(rise: float = 0.20, white: float | None = 0.0) -> RuleFn:
+    """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
+    ``PHOTON_WHITE``) with this ``rise`` and ``white``."""
+    return variance_minimum(tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white)
 
 
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import uniform_filter
 
 import napari_dip
 from conftest import FAST, psnr
@@ -340,6 +341,62 @@ def test_flat_statistics_watch_the_flat_values_and_the_residual_all():
             ExponentialVariance(flat=bad)
     with pytest.raises(ValueError, match="flat"):
         Fit("super-resolve", disc[None, :32, :32], factor=2, **{**common, "noise_variance": None}, flat=0.5)
+
+
+def _smooth(image, passes=3):
+    """A few 3 × 3 box passes (mirrored edges): a low-pass of ``image``."""
+    for _ in range(passes):
+        image = uniform_filter(image, 3, mode="mirror")
+    return image
+
+
+def test_white_lets_no_output_count_until_the_residual_has_lost_its_structure():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    clean = (0.3 + 0.4 * ((yy // 12 + xx // 12) % 2)).astype(np.float32)  # a checkerboard of 12 px squares
+    noise = rng.normal(0, 0.05, clean.shape).astype(np.float32)
+    noisy = clean + noise
+
+    def whiteness_of(average, known=None):
+        rule = Rule(white=0.0)
+        rule.attach(torch.from_numpy(average)[None, None], torch.arange(average.size))
+        rule.watch_whiteness(torch.from_numpy(noisy)[None], known, (slice(0, 48), slice(0, 48)))
+        return bool(rule._whiteness(torch.from_numpy(average)[None, None])[0])
+
+    # Structure missed (a blurred or an empty fit): neighbouring residual values agree.
+    assert not whiteness_of(_smooth(clean).astype(np.float32)) and not whiteness_of(np.zeros_like(clean))
+    # The noise's low frequencies fitted too: a high-passed residual, white by this measure.
+    overfit = (clean + _smooth(noise, 1)).astype(np.float32)
+    assert whiteness_of(overfit)
+    # Unknown values (hot pixels) are left out of it: 20 wild ones do not turn it.
+    wild = overfit.copy()
+    wild[rng.integers(0, 48, 20), rng.integers(0, 48, 20)] += 50.0
+    known = torch.from_numpy(wild == overfit)[None]
+    assert whiteness_of(wild, known) and not whiteness_of(_smooth(clean).astype(np.float32), known)
+
+    # In a rule: the statistic's lowest comes at 10 and it rises 10 % by 11, but the average
+    # turns from blurred to overfitted at iteration 30: nothing counts before, the lowest
+    # after it (45) is kept, and the rise over that one ends the member.
+    script = [np.inf, *np.linspace(1.0, 0.5, 9), *np.linspace(0.55, 1.0, 10), *np.linspace(0.95, 0.3, 25)]
+    script += [0.3 * (1 + 0.02 * k) for k in range(1, 36)]
+
+    def run(**kwargs):
+        rule = Scripted(np.array(script)[:, None], patience=100, rise=0.1, **kwargs)
+        rule.attach(torch.zeros(1, 1, 48, 48), torch.arange(48 * 48))
+        rule.watch_whiteness(torch.from_numpy(noisy)[None], None, (slice(0, 48), slice(0, 48)))
+        for i in range(1, len(script) + 1):
+            average = torch.from_numpy(_smooth(clean) if i < 30 else overfit)[None, None].float()
+            rule.update(i, average, average)
+            if rule.done(i):
+                return i, rule.best_iterations
+        return None, rule.best_iterations
+
+    assert run() == (11, [11])  # without it: the early rise
+    assert run(white=0.0) == (50, [50])
+    assert WARM_RULE["white"] is None and photon_options(0.05)["white"] == 0.0
+    for bad in (-1.5, 1.0, "0"):
+        with pytest.raises(ValueError, match="white"):
+            ExponentialVariance(white=bad)
 
 
 def test_rise_must_be_a_positive_fraction():

@@ -119,9 +119,16 @@ PHOTON_CEILING = 1.5
 #: under the peak on average, worst 2.12 -> 1.16 (benchmarks/flat_statistic.py); end to end
 #: see BENCHMARKS.md ("The statistic over the flat half of the image"). Its cost: slow fits of
 #: high-signal 16-bit stack planes end sooner (fitted from scratch to 4000 iterations, peaks at
-#: the cap: 1.33 -> 2.60 dB under them, replayed; no rule tried finds them, over either set of
-#: pixels); warm-started planes keep all pixels (``schedule.WARM_RULE``).
+#: the cap: 1.33 -> 2.60 dB under them, replayed; the white residual below mends it);
+#: warm-started planes keep all pixels (``schedule.WARM_RULE``).
 PHOTON_FLAT = 0.5
+#: ... and no output counts until the averaged output's residual looks white: the correlation
+#: of neighbouring residual values has fallen to 0 (``stopping.Rule``'s ``white``; it needs no
+#: noise level). Replayed on one network's saved runs (benchmarks/flat_statistic.py): planes
+#: of a 16-bit stack fitted from scratch 2.60 -> 0.22 dB under their peaks (worst 4.68 ->
+#: 0.53; they end after ~3000-4000 iterations instead of 1100-2200), the 24 photon cases 0.24
+#: -> 0.22 (worst 1.16 -> 0.73); end to end see BENCHMARKS.md ("A white residual").
+PHOTON_WHITE = 0.0
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -150,7 +157,7 @@ def photon_options(relative: float, rule: str | None = DEFAULT_RULE) -> dict[str
         # No plateau: measured on Gaussian images only (slow photon fits, e.g. planes of
         # 16-bit stacks, lie flat long before their peak).
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
-        options["flat"] = PHOTON_FLAT
+        options["flat"], options["white"] = PHOTON_FLAT, PHOTON_WHITE
     return options
 
 
@@ -500,10 +507,15 @@ class Fit:
         For a rule given by name: its variance statistics watch only this fraction of the
         image's values, where the noisy image changes least (``stopping.flat_pixels``).
         None or 0: all. ``photon_options`` sets it.
+    white : float or None
+        For a rule given by name, when denoising: no output counts, nor any rise or
+        growth, until the correlation of neighbouring values of the averaged output's
+        residual has fallen to this (0: white; ``napari_dip.stopping``). None: never
+        asked. ``photon_options`` sets it.
     rule_options : mapping, optional
         For a rule given by name: its settings (``make_rule`` keywords such as
-        ``window``, ``patience``, ``growth``), over ``rise``, ``ceiling`` and ``plateau``: a
-        warm-started plane's rule (``schedule.WARM_RULE``).
+        ``window``, ``patience``, ``growth``), over ``rise``, ``ceiling``, ``plateau``,
+        ``flat`` and ``white``: a warm-started plane's rule (``schedule.WARM_RULE``).
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
@@ -563,6 +575,7 @@ class Fit:
         ceiling: float | None = None,
         plateau: float | None = None,
         flat: float | None = None,
+        white: float | None = None,
         rule_options: Mapping[str, float] | None = None,
         noise_variance: float | None = None,
         tv: float = 0.0,
@@ -655,7 +668,8 @@ class Fit:
         # would run to its cap); the photon settings' ceiling is higher.
         if ceiling is None and self.tv:
             ceiling = 0.0
-        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, "flat": flat, **(rule_options or {})}
+        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, "flat": flat, "white": white}
+        settings.update(rule_options or {})
         self.rule = None if stopping is None else make_rule(stopping, **settings)
         if self.rule is not None and self.rule.flat and task == "super-resolve":
             raise ValueError("'flat' picks pixels in the image's own frame; leave it unset for super-resolution")
@@ -777,6 +791,7 @@ class Fit:
                 else:
                     weight = self._known.expand(self._image.shape).reshape(-1)[pick]
                 self.rule.watch_residual(self._image.reshape(-1)[pick], weight, float(noise_variance))
+                self.rule.watch_whiteness(self._image, self._known, self.output_region)
         else:
             self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))
             self.rule.measured = self._image[:, held_out].reshape(-1).to(dev)

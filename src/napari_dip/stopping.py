@@ -74,6 +74,18 @@ pixels the statistic lay flat and the rule kept outputs 400-700 iterations late,
 under the peak; in the flat half it rises at the peak. The photon settings take 0.5
 (``fit.PHOTON_FLAT``).
 
+With ``white`` (and the noisy image, ``watch_whiteness``) no output counts either, nor any
+rise or growth, until the averaged output's residual against the noisy image looks white:
+the correlation of neighbouring residual values (along Y and X, about its mean) has fallen
+to ``white``. While the network still misses structure, the residual holds it and neighbours
+agree (correlation > 0); a fit of the noise leaves a high-passed residual (< 0). Unlike the
+ceiling it needs no noise level, so an estimated gain that is off does not move it. Slow
+high-signal fits (planes of 16-bit stacks fitted from scratch) keep improving for thousands of
+iterations while ES-EMV's statistic wobbles by 20 % and more; their residual turns white
+after 2900-3800 iterations, and the rule then keeps outputs 0-0.5 dB under peaks at or past
+4000, where it had ended them after 1100-2200 iterations, 1.1-4.7 dB under (replayed). The
+photon settings take 0 (``fit.PHOTON_WHITE``).
+
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
 whatever the image size (a window of W full images would not). An ensemble's
@@ -95,6 +107,9 @@ from ._names import RULES
 #: fraction over the last ``PLATEAU_SPAN`` iterations (BENCHMARKS.md, "A plateau ...").
 PLATEAU_DROP = 0.05
 PLATEAU_SPAN = 200
+#: ``white``: the residual's correlation is measured every this many iterations (a few
+#: passes over the whole image; the averaged output it watches changes slowly).
+WHITE_EVERY = 10
 #: ``flat``: the noisy image is smoothed by a Gaussian of this std (pixels) before its
 #: gradient is taken, so that noise does not decide which pixels count as flat.
 FLAT_SIGMA = 2.0
@@ -188,6 +203,7 @@ class Rule:
         ceiling: float | None = None,
         plateau: float | None = None,
         flat: float | None = None,
+        white: float | None = None,
     ) -> None:
         patience = self.default_patience if patience is None else patience
         tolerance = self.default_tolerance if tolerance is None else tolerance
@@ -213,6 +229,8 @@ class Rule:
             raise ValueError(f"plateau must be a factor >= 0 of the noise variance (0: none) or None, got {plateau!r}")
         if flat is not None and not (isinstance(flat, (int, float)) and 0 <= flat <= 1):
             raise ValueError(f"flat must be a fraction of the pixels in (0, 1] (0: all), or None, got {flat!r}")
+        if white is not None and not (isinstance(white, (int, float)) and -1 <= white < 1):
+            raise ValueError(f"white must be a correlation in [-1, 1) (0: a white residual) or None, got {white!r}")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
         self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
@@ -223,8 +241,11 @@ class Rule:
         #: The fraction of the image's values the variance statistics watch (``flat_pixels``),
         #: or None: all. The fit chooses them (``attach``'s ``statistic_index``).
         self.flat = float(flat) if flat else None
+        #: The residual correlation below which outputs count (``watch_whiteness``), or None.
+        self.white = None if white is None else float(white)
         self._best: torch.Tensor | None = None
         self._noisy: torch.Tensor | None = None  # ``watch_residual``
+        self._white_noisy: torch.Tensor | None = None  # ``watch_whiteness``
 
     def attach(
         self, average: torch.Tensor, sample_index: torch.Tensor, statistic_index: torch.Tensor | None = None
@@ -275,6 +296,32 @@ class Rule:
         self._residual_ceiling = self.ceiling * total if self.ceiling else None
         self._residual_plateau = self.plateau * total if self.plateau else None
 
+    def watch_whiteness(self, noisy: torch.Tensor, known: torch.Tensor | None, region: tuple[slice, ...]) -> None:
+        """After ``attach``, with ``white``: the noisy image ``(C, *shape)``, where it is known
+        (broadcastable to it; None: everywhere) and where it lies in the output's canvas."""
+        if self.white is None:
+            return
+        dev = self._best.device
+        self._white_noisy = noisy[None].to(dev)
+        self._white_known = None if known is None else known.expand(noisy.shape)[None].to(dev, torch.float32)
+        self._white_region = (slice(None), slice(None), *region)
+        self._white = torch.zeros(self._best.shape, dtype=torch.bool, device=dev)  # latched once white
+
+    def _whiteness(self, average: torch.Tensor) -> torch.Tensor:
+        """Per member: has the residual's neighbour correlation fallen to ``white``? ``(M,)``."""
+        residual = self._white_noisy - average[self._white_region]
+        dims = tuple(range(2, residual.ndim))
+        known = self._white_known
+        if known is None:
+            residual = residual - residual.mean(dim=dims, keepdim=True)
+        else:  # about the known values' mean; unknown values out of every sum
+            mean = (residual * known).sum(dim=dims, keepdim=True) / known.sum(dim=dims, keepdim=True).clamp(min=1)
+            residual = (residual - mean) * known
+        members = residual.shape[0]
+        neighbours = (residual[..., 1:, :] * residual[..., :-1, :]).reshape(members, -1).sum(dim=-1)
+        neighbours += (residual[..., :, 1:] * residual[..., :, :-1]).reshape(members, -1).sum(dim=-1)
+        return neighbours <= 2 * self.white * residual.square().reshape(members, -1).sum(dim=-1)
+
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
         raise NotImplementedError
@@ -286,10 +333,15 @@ class Rule:
             residual = above = None
             if self._noisy is not None:
                 residual = ((torch.take(average, self._index) - self._noisy).square() * self._weight).sum(dim=-1)
-                if self._residual_ceiling is not None:  # not fitted yet: as if warming up
+                if self._residual_ceiling is not None:
                     above = residual > self._residual_ceiling
-                    stat = torch.where(above, self._inf, stat)
-                    self._since.copy_(torch.where(above, self._since.clamp(min=iteration), self._since))
+            if self._white_noisy is not None:
+                if iteration % WHITE_EVERY == 0:
+                    self._white |= self._whiteness(average)
+                above = ~self._white if above is None else above | ~self._white
+            if above is not None:  # not fitted yet: as if warming up
+                stat = torch.where(above, self._inf, stat)
+                self._since.copy_(torch.where(above, self._since.clamp(min=iteration), self._since))
             # A finished member is done: nothing replaces the output it kept.
             keep = (stat <= (1 + self.tolerance) * self._best) & torch.isfinite(stat) & ~self._finished
             if residual is not None:
@@ -303,7 +355,7 @@ class Rule:
                     keep = self._end(keep, ended, this_output=False)
             if self.growth is not None:
                 windowed = self._windowed_variance(self._growth_window, iteration, output)
-                if above is not None:  # above the ceiling the image is still being fitted: no growth counts
+                if above is not None:  # the image is still being fitted: no growth counts
                     windowed = torch.where(above, self._inf, windowed)
                 torch.minimum(self._lowest_windowed, windowed, out=self._lowest_windowed)
                 grown = ~self._finished & torch.isfinite(windowed) & (windowed >= self.growth * self._lowest_windowed)
