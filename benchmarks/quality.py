@@ -37,6 +37,7 @@ Two torch processes on 2 cores slow each other many times over: run one at a tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -61,7 +62,7 @@ OUT = HERE / "results" / "quality.jsonl"
 SHARED = Path(os.environ.get("DIP_SHARED", HERE.parents[1] / "shared" / "data" / "dip"))
 CAREAMICS_PYTHON = Path(os.environ.get("CAREAMICS_PYTHON", "/work/careamics-venv/bin/python"))
 METHODS = ("bm3d-known", "bm3d-est", "bm3d-gat", "nlm", "n2v", "dip", "dip-oracle")
-SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen", "unseen-2")
+SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen", "unseen-2", "bright")
 PEAKS = (5, 15, 40)  # photons at the brightest pixel
 #: (gain counts/e⁻, offset counts, read noise e⁻ rms); each photon image meets each camera once.
 CAMERAS = ((0.5, 100, 1.0), (2.0, 400, 1.5), (4.5, 100, 2.0))
@@ -404,13 +405,15 @@ def label_of(method: str, args: argparse.Namespace) -> str:
 
 
 def selected(args: argparse.Namespace) -> list[Case]:
-    return [
-        c
-        for c in all_cases()
-        if args.split in ("all", c.split)
-        and args.kind in ("all", c.kind)
-        and (not args.cases or any(s in c.name for s in args.cases))
-    ]
+    cases = [c for c in all_cases() if args.split in ("all", c.split) and args.kind in ("all", c.kind)]
+    if args.photons:  # split "bright": each 40-photon case's image and camera at these levels
+        cases = [
+            dataclasses.replace(c, name=f"{c.image}-p{n}", split="bright", params={**c.params, "peak": n})
+            for c in cases
+            if c.kind == "photon" and c.params["peak"] == 40
+            for n in args.photons
+        ]
+    return [c for c in cases if not args.cases or any(s in c.name for s in args.cases)]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -557,6 +560,9 @@ def main() -> None:
     parser.add_argument("--careamics-python", type=Path, default=CAREAMICS_PYTHON)
     parser.add_argument("--cases", nargs="+", help="keep cases whose name contains any of these")
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="all")
+    parser.add_argument(
+        "--photons", type=int, nargs="+", help="the 40-photon cases' images at these photon levels (split 'bright')"
+    )
     parser.add_argument("--kind", choices=("photon", "gaussian", "all"), default="all")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--device", default="cpu")
