@@ -127,7 +127,7 @@ PHOTON_FLAT = 0.5
 #: noise level). Replayed on one network's saved runs (benchmarks/flat_statistic.py): planes
 #: of a 16-bit stack fitted from scratch 2.60 -> 0.22 dB under their peaks (worst 4.68 ->
 #: 0.53; they end after ~3000-4000 iterations instead of 1100-2200), the 24 photon cases 0.24
-#: -> 0.22 (worst 1.16 -> 0.73). End to end: 25 of 30 photon cases the same, nuclei-d at 40
+#: -> 0.22 (worst 1.16 -> 0.73). End to end: 24 of 30 photon cases the same, nuclei-d at 40
 #: photons +0.70 dB, microaneurysms at 5 -0.39; nuclei-d at 300 photons +4.2, ihc at 600 +3.7;
 #: a stack's planes fitted separately +2.4 (BENCHMARKS.md, "A white residual").
 PHOTON_WHITE = 0.0
