@@ -148,12 +148,17 @@ def _statistics(values: np.ndarray) -> tuple[list[float], list[float]]:
     return emv, windowed
 
 
-def whiteness(residual: np.ndarray, known: np.ndarray) -> float:
-    """The correlation of neighbouring values (along Y and X) of a ``(C, *shape)`` residual
-    about its known values' mean, as ``napari_dip.stopping.Rule`` measures it (its ``white``)."""
-    residual = (residual - residual[known].mean()) * known
-    neighbours = (residual[..., 1:, :] * residual[..., :-1, :]).sum() + (residual[..., 1:] * residual[..., :-1]).sum()
-    return float(neighbours / (2 * np.square(residual).sum()))
+def _whiteness(saved: Any) -> list[float]:
+    """The residual correlation of each saved average, by the engine's own code
+    (``stopping.residual_correlation``, the rule's ``white``)."""
+    import torch
+
+    from napari_dip.stopping import residual_correlation
+
+    target = torch.from_numpy(saved["target"])
+    known = torch.from_numpy(saved["known"]).float() if "known" in saved else None
+    residual = target - torch.from_numpy(saved["average"])  # (records, C, *shape): one "member" each
+    return residual_correlation(residual, None if known is None else known[None]).tolist()
 
 
 def trace(path: Path, fraction: float | None, sigma: float) -> dict:
@@ -181,10 +186,7 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
         "emv": emv,
         "wmv100": windowed,
         "residual": list(residual),
-        "whiteness": [
-            whiteness(target - a, saved["known"] if "known" in saved else np.ones(target.shape, bool))
-            for a in saved["average"]
-        ],
+        "whiteness": _whiteness(saved),
         "expected_residual": float(saved["variance"]),
         "psnr": list(saved["psnr"]),
         "every": EVERY,

@@ -176,6 +176,25 @@ class _Window:
         return (self._squares / self.size - mean.square_()).mean(dim=-1)
 
 
+def residual_correlation(residual: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """The correlation of neighbouring values along Y and X of each ``residual[m]``
+    (``(M, C, *shape)``, noisy image minus output) about its mean, ``(M,)``: > 0 while it
+    holds structure, about 0 for white noise, < 0 once the output fits the noise's low
+    frequencies (``Rule``'s ``white``). ``known``: 1 where known, 0 for values left out
+    (broadcastable to ``residual``), or None: all known."""
+    dims = tuple(range(2, residual.ndim))
+    if known is None:
+        residual = residual - residual.mean(dim=dims, keepdim=True)
+    else:  # about the known values' mean; unknown values out of every sum
+        mean = (residual * known).sum(dim=dims, keepdim=True) / known.sum(dim=dims, keepdim=True).clamp(min=1)
+        residual = (residual - mean) * known
+    members = residual.shape[0]
+    neighbours = (residual[..., 1:, :] * residual[..., :-1, :]).reshape(members, -1).sum(dim=-1)
+    neighbours += (residual[..., :, 1:] * residual[..., :, :-1]).reshape(members, -1).sum(dim=-1)
+    squares = residual.square().reshape(members, -1).sum(dim=-1)
+    return neighbours / (2 * squares).clamp(min=torch.finfo(residual.dtype).tiny)
+
+
 class Rule:
     """Base class: keeps the lowest statistic, and the iteration and output judged best."""
 
@@ -307,21 +326,6 @@ class Rule:
         self._white_region = (slice(None), slice(None), *region)
         self._white = torch.zeros(self._best.shape, dtype=torch.bool, device=dev)  # latched once white
 
-    def _whiteness(self, average: torch.Tensor) -> torch.Tensor:
-        """Per member: has the residual's neighbour correlation fallen to ``white``? ``(M,)``."""
-        residual = self._white_noisy - average[self._white_region]
-        dims = tuple(range(2, residual.ndim))
-        known = self._white_known
-        if known is None:
-            residual = residual - residual.mean(dim=dims, keepdim=True)
-        else:  # about the known values' mean; unknown values out of every sum
-            mean = (residual * known).sum(dim=dims, keepdim=True) / known.sum(dim=dims, keepdim=True).clamp(min=1)
-            residual = (residual - mean) * known
-        members = residual.shape[0]
-        neighbours = (residual[..., 1:, :] * residual[..., :-1, :]).reshape(members, -1).sum(dim=-1)
-        neighbours += (residual[..., :, 1:] * residual[..., :, :-1]).reshape(members, -1).sum(dim=-1)
-        return neighbours <= 2 * self.white * residual.square().reshape(members, -1).sum(dim=-1)
-
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
         raise NotImplementedError
@@ -337,7 +341,10 @@ class Rule:
                     above = residual > self._residual_ceiling
             if self._white_noisy is not None:
                 if iteration % WHITE_EVERY == 0:
-                    self._white |= self._whiteness(average)
+                    correlation = residual_correlation(
+                        self._white_noisy - average[self._white_region], self._white_known
+                    )
+                    self._white |= correlation <= self.white
                 above = ~self._white if above is None else above | ~self._white
             if above is not None:  # not fitted yet: as if warming up
                 stat = torch.where(above, self._inf, stat)
