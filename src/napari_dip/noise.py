@@ -360,13 +360,11 @@ def estimate_noise(
         blocks = _blocks(standard, known)
     except TooSmall as err:
         return _unmeasured(str(err), noise, gain, offset)
-    if noise == "gaussian" or gain is not None:
-        return _estimate(blocks, noise, gain, offset, relative=False)
     try:
         model = _estimate(blocks, noise, gain, offset, relative=False)
-    except NoPhotonNoise:  # noise="poisson": ask again (RELATIVE_WINDOW)
+    except NoPhotonNoise:  # noise="poisson" without a gain: ask again (RELATIVE_WINDOW)
         return _estimate(blocks, noise, gain, offset, relative=True)
-    if model.kind == "gaussian" and math.isfinite(model.baseline):
+    if noise == "auto" and gain is None and model.kind == "gaussian" and math.isfinite(model.baseline):
         rescued = _estimate(blocks, noise, gain, offset, relative=True)
         if rescued.kind == "poisson":
             return rescued
