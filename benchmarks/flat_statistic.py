@@ -22,7 +22,6 @@ scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
@@ -86,11 +85,7 @@ class _Run:
 def _watching(job: Any, iterations: int) -> float:
     """Set ``job`` to run ``iterations`` under a rule that only watches; the noise variance
     the default rule would get."""
-    from napari_dip.stopping import make_rule
-
-    # Every end off (the plateau end is on by default: it would cut the run short).
-    rule = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0)
-    job.schedule.options.update(iterations=iterations, stopping=rule, preview_every=None)
+    job.schedule.options.update(iterations=iterations, stopping=stopping_replay.watching_rule(), preview_every=None)
     return float(job.schedule.options.get("noise_variance", float("nan")))
 
 
@@ -238,13 +233,10 @@ def main() -> None:
     for case in quality.all_cases():
         if args.stack or case.kind != "photon" or case.split not in args.split:
             continue
-        if args.photons:  # brighter images: the 40-photon case's camera and seed name, more photons
+        if args.photons:  # brighter images: the 40-photon case's image and camera, more photons
             if case.params["peak"] != 40:
                 continue
-            cases = [
-                dataclasses.replace(case, name=f"{case.image}-p{n}", params={**case.params, "peak": n})
-                for n in args.photons
-            ]
+            cases = [quality.brighter(case, n) for n in args.photons]
         else:
             cases = [case]
         for case in cases:

@@ -404,15 +404,18 @@ def label_of(method: str, args: argparse.Namespace) -> str:
     return args.label if method == "dip" else f"{args.label}-oracle"
 
 
+def brighter(case: Case, photons: int) -> Case:
+    """A photon ``case``'s image and camera at ``photons`` at the brightest pixel, in the split
+    "bright" (a new noise draw: the seed follows the name)."""
+    return dataclasses.replace(
+        case, name=f"{case.image}-p{photons}", split="bright", params={**case.params, "peak": photons}
+    )
+
+
 def selected(args: argparse.Namespace) -> list[Case]:
     cases = [c for c in all_cases() if args.split in ("all", c.split) and args.kind in ("all", c.kind)]
-    if args.photons:  # split "bright": each 40-photon case's image and camera at these levels
-        cases = [
-            dataclasses.replace(c, name=f"{c.image}-p{n}", split="bright", params={**c.params, "peak": n})
-            for c in cases
-            if c.kind == "photon" and c.params["peak"] == 40
-            for n in args.photons
-        ]
+    if args.photons:
+        cases = [brighter(c, n) for c in cases if c.kind == "photon" and c.params["peak"] == 40 for n in args.photons]
     return [c for c in cases if not args.cases or any(s in c.name for s in args.cases)]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
+import stopping_replay
 from jsonl import append
 
 OUT = quality.HERE / "results" / "stopping_traces.jsonl"
@@ -54,7 +55,6 @@ def run_case(
     case: quality.Case, size: int, iterations: int, watch: str = "emv", settings: str = "default", ensemble: int = 1
 ) -> dict[str, Any]:
     from napari_dip.fit import photon_options
-    from napari_dip.stopping import make_rule
 
     clean, noisy = quality.make(case, size)
     # One network: each member of an ensemble stops by its own statistic, so a single
@@ -72,7 +72,7 @@ def run_case(
     # The rule only watches (the values the default's watches). "validation" leaves its
     # pixels out of the loss: another fit.
     flat = job.schedule.options.get("flat") if watch != "validation" else None
-    rule = make_rule(watch, patience=10**9, floor=0, growth=0, ceiling=0, flat=flat)  # replayed from the records
+    rule = stopping_replay.watching_rule(watch, flat=flat)  # replayed from the records
     job.schedule.options.update(iterations=iterations, stopping=rule)
     level = np.clip(user_noisy, model.offset or 0.0, None) if model.kind == "poisson" else user_noisy
     expected = model.variance_at(float(level.mean()))  # the variance is linear in the level
@@ -109,13 +109,11 @@ def run_members(case: quality.Case, size: int, iterations: int, **dip: Any) -> d
     the noise variance the fit was given, as the rule's ceiling and floor see it."""
     import torch
 
-    from napari_dip.stopping import _Window, make_rule
+    from napari_dip.stopping import _Window
 
     clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, preview_every=None, dtype="float32", **dip)
-    rule = make_rule(
-        "emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0, flat=job.schedule.options.get("flat")
-    )
+    rule = stopping_replay.watching_rule(flat=job.schedule.options.get("flat"))
     variance = float(job.schedule.options.get("noise_variance", math.nan))
     job.schedule.options.update(iterations=iterations, stopping=rule)
     model = job.noise
@@ -238,13 +236,12 @@ def run_stack(seed: int, planes: int, size: int, iterations: int, warm: bool) ->
     from napari_dip import schedule
     from napari_dip._api import prepare
     from napari_dip._sample_data import fluorescence_stack
-    from napari_dip.stopping import make_rule
 
     clean, noisy = fluorescence_stack((planes, size, size), seed=seed)
     job = prepare("denoise", noisy, width=quality.WIDTH, device="cpu", seed=0, ensemble=1, warm_start=warm)
     window = {"window": schedule.WARM_RULE["window"]} if warm and schedule.WARM_RULE else {}
     flat = {"flat": job.schedule.options.get("flat")} if not warm else {}  # warm units: WARM_RULE's
-    watch = make_rule("emv", patience=10**9, floor=0, growth=0, ceiling=0, plateau=0, **window, **flat)
+    watch = stopping_replay.watching_rule(**window, **flat)
     job.schedule.options.update(iterations=iterations, stopping=watch, preview_every=None)
     settings = "photon" if "ema" in job.schedule.options else "gaussian"
     rows: list[dict[str, Any]] = []
@@ -312,8 +309,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "report":
-        import stopping_replay
-
         if args.members and args.grid:
             stopping_replay.members_report(args.out, stopping_replay.rule_grid(), best=args.grid)
         elif args.members:
