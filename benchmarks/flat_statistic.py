@@ -12,7 +12,8 @@ recomputed from the saved averages), and prints how far each keeps its output un
 trace's peak.
 
 ``run --stack SEED`` saves each plane of the 16-bit ``fluorescence_stack`` fitted from
-scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras at N photons.
+scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras at N photons;
+``run --dip-kwargs '{"noise": "poisson"}'`` another fit (quality.py's ``--dip-kwargs``).
 
     python benchmarks/flat_statistic.py run --split check --dir /tmp/flat   # ~70 s a case, 2 cores
     python benchmarks/flat_statistic.py run --stack 2 --iterations 4000 --dir /tmp/stack  # ~90 s a plane
@@ -89,9 +90,9 @@ def _watching(job: Any, iterations: int) -> float:
     return float(job.schedule.options.get("noise_variance", float("nan")))
 
 
-def run(case: quality.Case, iterations: int, folder: Path) -> None:
+def run(case: quality.Case, iterations: int, folder: Path, kwargs: dict[str, Any]) -> None:
     clean, noisy = quality.make(case, 96)
-    job = quality.prepare_denoise(noisy, dtype="float32", ensemble=1)
+    job = quality.prepare_denoise(noisy, **{"dtype": "float32", "ensemble": 1, **kwargs})
     variance = _watching(job, iterations)
     saved = _Run(job, lambda restored: quality.psnr(case, clean, restored))
     for step in job.schedule:
@@ -223,6 +224,7 @@ def main() -> None:
     parser.add_argument(
         "--photons", type=int, nargs="*", help="run: the 40-photon cases at these photon levels instead (same cameras)"
     )
+    parser.add_argument("--dip-kwargs", default="{}", help="run: settings for the fit, as quality.py's")
     args = parser.parse_args()
     if args.command == "report":
         report(args.dir)
@@ -241,7 +243,7 @@ def main() -> None:
             cases = [case]
         for case in cases:
             if not args.cases or case.name in args.cases:
-                run(case, args.iterations, args.dir)
+                run(case, args.iterations, args.dir, quality.dip_kwargs(case, args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from napari_dip import denoise
 from napari_dip import estimate_noise as measure_noise
 from napari_dip._api import prepare
 from napari_dip._cli import main
-from napari_dip.fit import PHOTON_RISE, Fit
+from napari_dip.fit import PHOTON_CEILING, PHOTON_RISE, PHOTON_WHITE, Fit, photon_options
 from napari_dip.networks import Ensemble, GroupedEnsemble, seeded_network
 from napari_dip.noise import NoiseModel, estimate_noise
 
@@ -116,6 +116,19 @@ def test_denoise_reports_its_noise_model_and_restores_photon_counts():
     assert counts.dtype == np.uint16  # the input is untouched
     # Values in the stabilised domain come back in counts, within the data's range.
     assert restored.min() >= counts.min() and restored.max() <= counts.max()
+
+
+def test_the_stabilised_fit_keeps_no_rise_the_linear_fit_does():
+    # noise="poisson": the raw outputs' variance lies flat while the PSNR climbs, so a rise
+    # fires on a fluctuation (BENCHMARKS.md, "The variance-stabilised fit under the white gate").
+    _, counts = photon_image(30, 2.0, 100, read=1.5, size=48)
+    stabilised = prepare("denoise", counts, width=4, device="cpu", noise="poisson", gain=2.0, offset=100.0)
+    linear = prepare("denoise", counts, width=4, device="cpu", noise="auto", gain=2.0, offset=100.0)
+    assert stabilised.value_map.noise is not None and linear.value_map.noise is None
+    assert stabilised.schedule.options["rise"] is None and linear.schedule.options["rise"] == PHOTON_RISE
+    for job in (stabilised, linear):  # both wait for a white residual, under the same ceiling
+        assert job.schedule.options["white"] == PHOTON_WHITE and job.schedule.options["ceiling"] == PHOTON_CEILING
+    assert photon_options(0.05, stabilised=True)["rise"] is None and photon_options(0.05)["rise"] == PHOTON_RISE
 
 
 @pytest.mark.parametrize(
