@@ -398,7 +398,7 @@ def prepare(
     # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
     # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality"). Under
     # the photon settings (TV, two members) the stabilised fit peaks higher at 40 photons, but
-    # end to end it is level with the plain loss there (-0.07 dB on ten cases, -1.5 to +1.0)
+    # end to end it is level with the plain loss there (+0.03 dB on ten cases, -1.5 to +1.0)
     # and under it at 5-15 photons ("The variance-stabilised fit under the white gate").
     vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
     level = _median_level(standard) if model is not None else math.nan

@@ -136,8 +136,9 @@ PHOTON_WHITE = 0.0
 #: the residual was white (the phantom at 40 photons kept 671 for a peak at 1600, 3.3 dB
 #: under it). Replayed on one network's saved runs of 26 photon cases (5-40 photons; the
 #: white gate on): 0.34 -> 0.21 dB under the peak on average, worst 3.33 -> 1.30; on the
-#: linear fit a rise and none are level (0.22 / 0.21; BENCHMARKS.md, "The variance-stabilised
-#: fit under the white gate").
+#: linear fit a rise and none are level (0.22 / 0.21). End to end on ten 40-photon cases
+#: +0.21 dB (the phantom +2.28, the others -0.22 to +0.12; BENCHMARKS.md, "The
+#: variance-stabilised fit under the white gate").
 STABILISED_RISE = None
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
