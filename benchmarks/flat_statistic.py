@@ -6,10 +6,10 @@ the averaged output and its PSNR, as one ``.npz`` per case in ``--dir`` (~35 MB 
 kept in the repository). ``report`` replays the engine's photon rule
 (``stopping_replay.photon_default``: ES-EMV, rise 20 %, ceiling 1.5, ...) on the statistic
 taken over different sets of pixels: all (the default before), the flat half
-(``napari_dip.stopping.flat_pixels``, the default now) and other fractions, with and
-without the gate of a white residual (``stopping.Rule``'s ``white``, the default now;
-recomputed from the saved averages), and prints how far each keeps its output under the
-trace's peak.
+(``napari_dip.stopping.flat_pixels``, the default now) and other fractions; with the gate of
+a white residual and the end at a high-passed one (``stopping.Rule``'s ``white`` and
+``overfit``, the default now; recomputed from the saved averages), without that end, and
+without either; and prints how far each keeps its output under the trace's peak.
 
 ``run --stack SEED`` saves each plane of the 16-bit ``fluorescence_stack`` fitted from
 scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras at N photons;
@@ -190,7 +190,11 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
 
 
 def report(folder: Path) -> None:
-    rules = {"": stopping_replay.photon_default(), ", no white gate": stopping_replay.photon_default(white=None)}
+    rules = {
+        "": stopping_replay.photon_default(),
+        ", no high-pass end": stopping_replay.photon_default(overfit=None),
+        ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
+    }
     columns = [
         (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in SELECTIONS
     ]

@@ -62,7 +62,7 @@ OUT = HERE / "results" / "quality.jsonl"
 SHARED = Path(os.environ.get("DIP_SHARED", HERE.parents[1] / "shared" / "data" / "dip"))
 CAREAMICS_PYTHON = Path(os.environ.get("CAREAMICS_PYTHON", "/work/careamics-venv/bin/python"))
 METHODS = ("bm3d-known", "bm3d-est", "bm3d-gat", "nlm", "n2v", "dip", "dip-oracle")
-SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen", "unseen-2", "bright")
+SPLITS = ("tune", "held-out", "fresh", "check", "blind", "judge", "unseen", "unseen-2", "probe", "bright")
 PEAKS = (5, 15, 40)  # photons at the brightest pixel
 #: (gain counts/e⁻, offset counts, read noise e⁻ rms); each photon image meets each camera once.
 CAMERAS = ((0.5, 100, 1.0), (2.0, 400, 1.5), (4.5, 100, 2.0))
@@ -117,6 +117,41 @@ def _blobs(seed: int = 5) -> np.ndarray:
     return gaussian(data.binary_blobs(256, blob_size_fraction=0.08, volume_fraction=0.3, rng=seed).astype(float), 2)
 
 
+def _puncta(seed: int, size: int) -> np.ndarray:
+    """Sparse diffraction-limited spots (vesicles, single molecules) of random brightness on
+    a dim even background: mostly dark, as in many fluorescence images."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size))
+    n = size * size // 120
+    ys, xs = rng.integers(2, size - 2, n), rng.integers(2, size - 2, n)
+    np.add.at(image, (ys, xs), rng.uniform(0.3, 1.0, n))
+    image = ndimage.gaussian_filter(image, 1.3)
+    return 0.04 + image / image.max()
+
+
+def _filaments(seed: int, size: int) -> np.ndarray:
+    """Curved filaments (microtubules, actin) drawn as smooth random walks, blurred to the
+    resolution limit, on a dim background lit unevenly."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size))
+    for _ in range(max(size // 8, 4)):
+        y, x = rng.uniform(0, size, 2)
+        angle, bright = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.0)
+        for _ in range(4 * size):
+            angle += rng.normal(0, 0.08)
+            y, x = y + 0.5 * np.sin(angle), x + 0.5 * np.cos(angle)
+            if not (0 <= y < size and 0 <= x < size):
+                break
+            image[int(y), int(x)] += bright
+    image = ndimage.gaussian_filter(image, 1.0)
+    yy, xx = np.mgrid[:size, :size] / size
+    return 0.05 * (1 + yy + 0.5 * xx) + image / image.max()
+
+
 #: Clean images: name -> (split, kind, loader(size) -> float array, grey or (H, W, 3)).
 IMAGES: dict[str, tuple[str, str, Any]] = {
     "nuclei-a": ("tune", "photon", lambda s: _nuclei(0, s)),
@@ -164,6 +199,10 @@ IMAGES: dict[str, tuple[str, str, Any]] = {
     # found on blobs-b at 40 photons (2026-12-04): new draws again, to report it once.
     "nuclei-g": ("unseen-2", "photon", lambda s: _nuclei(6, s)),
     "blobs-c": ("unseen-2", "photon", lambda s: _crop(_blobs(13), (128, 128), s)),
+    # Added after the variance-stabilised fit lost its rise (2026-12-05): kinds of image the
+    # photon cases lacked (sparse spots on a dark background, filaments), to probe the default.
+    "puncta": ("probe", "photon", lambda s: _puncta(21, s)),
+    "filaments": ("probe", "photon", lambda s: _filaments(22, s)),
 }
 
 

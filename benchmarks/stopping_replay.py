@@ -46,6 +46,7 @@ def variance_minimum(
     ceiling: float | None = None,
     plateau: tuple[float, float, int] | None = None,
     white: float | None = None,
+    overfit: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -63,6 +64,8 @@ def variance_minimum(
     iterations. With ``white``, nothing counts either (as above the ceiling) before the first
     record where the residual's neighbour correlation (``whiteness``) has fallen to
     ``white``; traces without that record (recorded before it) are replayed without it.
+    With ``overfit``, the fit also ends (as by the floor) at the first record where that
+    correlation has fallen to ``overfit`` (< 0: the output fits the noise's low frequencies).
     Without these: the fit ends ``patience`` iterations after the best."""
 
     def rule(trace: Trace) -> tuple[int, int]:
@@ -73,6 +76,10 @@ def variance_minimum(
         if white is not None and "whiteness" in trace:
             below = np.nonzero(np.asarray(trace["whiteness"]) <= white)[0]
             opens = trace["every"] * (int(below[0]) + 1) if len(below) else len(stat) + 1
+        overfitted = len(stat) + 1  # the first iteration the residual is high-passed to ``overfit``
+        if overfit is not None and "whiteness" in trace:
+            below = np.nonzero(np.asarray(trace["whiteness"]) <= overfit)[0]
+            overfitted = trace["every"] * (int(below[0]) + 1) if len(below) else overfitted
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
         for i, s in enumerate(stat, start=1):
@@ -83,6 +90,8 @@ def variance_minimum(
                 continue
             if np.isfinite(s):
                 bests[i] = min(bests[i], s)
+            if i >= overfitted:
+                return (kept or i), i
             if floor is not None and i % trace["every"] == 0 and ratio[i // trace["every"] - 1] <= floor:
                 return (kept or i), i
             if plateau is not None and i % trace["every"] == 0 and i > plateau[2]:
@@ -150,10 +159,12 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
     return rule
 
 
-def photon_default(rise: float = 0.20, white: float | None = 0.0) -> RuleFn:
+def photon_default(rise: float = 0.20, white: float | None = 0.0, overfit: float | None = -0.05) -> RuleFn:
     """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
-    ``PHOTON_WHITE``) with this ``rise`` and ``white``."""
-    return variance_minimum(tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white)
+    ``PHOTON_WHITE``, ``PHOTON_OVERFIT``) with this ``rise``, ``white`` and ``overfit``."""
+    return variance_minimum(
+        tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white, overfit=overfit
+    )
 
 
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).

@@ -11,7 +11,7 @@ from napari_dip import denoise
 from napari_dip import estimate_noise as measure_noise
 from napari_dip._api import prepare
 from napari_dip._cli import main
-from napari_dip.fit import PHOTON_CEILING, PHOTON_RISE, PHOTON_WHITE, Fit, photon_options
+from napari_dip.fit import PHOTON_CEILING, PHOTON_OVERFIT, PHOTON_RISE, PHOTON_WHITE, Fit, photon_options
 from napari_dip.networks import Ensemble, GroupedEnsemble, seeded_network
 from napari_dip.noise import NoiseModel, estimate_noise
 
@@ -129,6 +129,8 @@ def test_the_stabilised_fit_keeps_no_rise_the_linear_fit_does():
     for job in (stabilised, linear):  # both wait for a white residual, under the same ceiling
         assert job.schedule.options["white"] == PHOTON_WHITE and job.schedule.options["ceiling"] == PHOTON_CEILING
     assert photon_options(0.05, stabilised=True)["rise"] is None and photon_options(0.05)["rise"] == PHOTON_RISE
+    # The end at a high-passed residual was measured on the linear fit only.
+    assert stabilised.schedule.options["overfit"] is None and linear.schedule.options["overfit"] == PHOTON_OVERFIT
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 
 import napari_dip
 from conftest import FAST, psnr
-from napari_dip.fit import Fit, photon_options
+from napari_dip.fit import PHOTON_OVERFIT, Fit, photon_options
 from napari_dip.schedule import WARM_RULE
 from napari_dip.stopping import (
     DEFAULT_RULE,
@@ -398,6 +398,42 @@ def test_white_lets_no_output_count_until_the_residual_has_lost_its_structure():
     for bad in (-1.5, 1.0, "0"):
         with pytest.raises(ValueError, match="white"):
             ExponentialVariance(white=bad)
+
+
+def test_overfit_ends_a_member_whose_statistic_keeps_falling_once_the_residual_is_high_passed():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    clean = (0.3 + 0.4 * ((yy // 12 + xx // 12) % 2)).astype(np.float32)
+    noise = rng.normal(0, 0.05, clean.shape).astype(np.float32)
+    noisy = clean + noise
+    # Blurred until 30, then a little of the noise fitted (a white residual: the gate opens),
+    # then from 60 on much of its low frequencies; the statistic falls all the way (sparse
+    # spots on a dark background), so no rise, growth or patience would end the member.
+    stages = [_smooth(clean), clean + 0.1 * _smooth(noise, 1), clean + _smooth(noise, 1)]
+    correlations = [float(residual_correlation(torch.from_numpy(noisy - s)[None, None])[0]) for s in stages]
+    assert correlations[0] > 0.2 and -0.05 < correlations[1] <= 0 and correlations[2] < -0.1
+    script = [np.inf, *np.geomspace(1.0, 0.1, 119)]
+
+    def run(**kwargs):
+        rule = Scripted(np.array(script)[:, None], patience=100, rise=0.1, **kwargs)
+        rule.attach(torch.zeros(1, 1, 48, 48), torch.arange(48 * 48))
+        rule.watch_whiteness(torch.from_numpy(noisy)[None], None, (slice(0, 48), slice(0, 48)))
+        for i in range(1, len(script) + 1):
+            average = torch.from_numpy(stages[(i >= 30) + (i >= 60)]).float()[None, None]
+            rule.update(i, average, average)
+            if rule.done(i):
+                return i, rule.best_iterations
+        return None, rule.best_iterations
+
+    assert run(white=0.0) == (None, [120])  # runs to the cap, keeping the last
+    assert run(white=0.0, overfit=-0.05) == (60, [59])  # done at the first check after 60, its best so far
+    assert run(overfit=-0.05) == (60, [59])  # without the gate too
+    assert WARM_RULE["overfit"] is None and photon_options(0.05)["overfit"] == PHOTON_OVERFIT < 0
+    for bad in (0.0, 0.2, -1.5, "-0.1"):
+        with pytest.raises(ValueError, match="overfit"):
+            ExponentialVariance(overfit=bad)
+    with pytest.raises(ValueError, match="overfit"):
+        ExponentialVariance(white=-0.2, overfit=-0.1)  # must come after the gate opens
 
 
 def test_rise_must_be_a_positive_fraction():

@@ -131,6 +131,13 @@ PHOTON_FLAT = 0.5
 #: photons +0.70 dB, microaneurysms at 5 -0.39; nuclei-d at 300 photons +4.2, ihc at 600 +3.7;
 #: a stack's planes fitted separately +2.4 (BENCHMARKS.md, "A white residual").
 PHOTON_WHITE = 0.0
+#: ... and a member is done, keeping its best so far, once the residual's correlation has
+#: fallen to this (``stopping.Rule``'s ``overfit``): the end for fits whose statistic never
+#: turns (sparse spots on a dark background ran 1000 iterations past their peak). Replayed on
+#: one network's saved runs of 36 photon cases: 0.19 -> 0.13 dB under the peak on average,
+#: worst 1.79 -> 0.76; end to end +0.07 dB (spots at 15-40 photons +0.56 to +0.69, no case
+#: below -0.06), stack planes unchanged (BENCHMARKS.md, "A high-passed residual").
+PHOTON_OVERFIT = -0.05
 #: The variance-stabilised fit (``noise="poisson"``) keeps no rise: its raw outputs' variance
 #: lies nearly flat while its PSNR still climbs, and a 20 % rise fired on a fluctuation once
 #: the residual was white (the phantom at 40 photons kept 671 for a peak at 1600, 3.3 dB
@@ -173,9 +180,9 @@ def photon_options(
         # No plateau: measured on Gaussian images only (slow photon fits, e.g. planes of
         # 16-bit stacks, lie flat long before their peak).
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
-        if stabilised:
-            options["rise"] = STABILISED_RISE
-        options["flat"], options["white"] = PHOTON_FLAT, PHOTON_WHITE
+        options["flat"], options["white"], options["overfit"] = PHOTON_FLAT, PHOTON_WHITE, PHOTON_OVERFIT
+        if stabilised:  # the end at a high-passed residual was not measured on this fit
+            options["rise"], options["overfit"] = STABILISED_RISE, None
     return options
 
 
@@ -530,10 +537,14 @@ class Fit:
         growth, until the correlation of neighbouring values of the averaged output's
         residual has fallen to this (0: white; ``napari_dip.stopping``). None: never
         asked. ``photon_options`` sets it.
+    overfit : float or None
+        For a rule given by name, when denoising: a member is also done, keeping its best
+        so far, once that correlation has fallen to this (< 0: a high-passed residual,
+        the noise's low frequencies fitted). None: never. ``photon_options`` sets it.
     rule_options : mapping, optional
         For a rule given by name: its settings (``make_rule`` keywords such as
         ``window``, ``patience``, ``growth``), over ``rise``, ``ceiling``, ``plateau``,
-        ``flat`` and ``white``: a warm-started plane's rule (``schedule.WARM_RULE``).
+        ``flat``, ``white`` and ``overfit``: a warm-started plane's rule (``schedule.WARM_RULE``).
     noise_variance : float or None
         Denoising: the noise variance in the fitted [0, 1] units (from the noise model).
         A rule with a residual ``floor`` (ES-EMV) then also ends a member once its
@@ -594,6 +605,7 @@ class Fit:
         plateau: float | None = None,
         flat: float | None = None,
         white: float | None = None,
+        overfit: float | None = None,
         rule_options: Mapping[str, float] | None = None,
         noise_variance: float | None = None,
         tv: float = 0.0,
@@ -687,6 +699,7 @@ class Fit:
         if ceiling is None and self.tv:
             ceiling = 0.0
         settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, "flat": flat, "white": white}
+        settings["overfit"] = overfit
         settings.update(rule_options or {})
         self.rule = None if stopping is None else make_rule(stopping, **settings)
         if self.rule is not None and self.rule.flat and task == "super-resolve":

@@ -48,6 +48,7 @@ WARM_RULE: dict[str, float | None] | None = {
     "plateau": 0,  # a warm unit's statistic lies flat from its start (not measured with one)
     "flat": 0,  # all pixels: the warm units' replays watched them all
     "white": None,  # not measured on warm units (they start fitted)
+    "overfit": None,
 }
 
 

@@ -86,6 +86,14 @@ after 2900-3800 iterations, and the rule then keeps outputs 0-0.5 dB under peaks
 4000, where it had ended them after 1100-2200 iterations, 1.1-4.7 dB under (replayed). The
 photon settings take 0 (``fit.PHOTON_WHITE``).
 
+With ``overfit`` (and the noisy image, as for ``white``) a member is also done, keeping its
+best so far, once that correlation has fallen to ``overfit`` (< 0): the output has fitted the
+noise's low frequencies, so the residual is high-passed. It is the end for images on which
+ES-EMV's statistic never turns: sparse spots on a dark background at 15-40 photons, where the
+raw outputs' variance over the flat (dark) half keeps falling by 8-10 % per 200 iterations
+long after the peak (the fit ran 1000 iterations past it, 1.8 dB under). The photon settings
+of the plain loss take ``fit.PHOTON_OVERFIT``.
+
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
 whatever the image size (a window of W full images would not). An ensemble's
@@ -223,6 +231,7 @@ class Rule:
         plateau: float | None = None,
         flat: float | None = None,
         white: float | None = None,
+        overfit: float | None = None,
     ) -> None:
         patience = self.default_patience if patience is None else patience
         tolerance = self.default_tolerance if tolerance is None else tolerance
@@ -250,6 +259,13 @@ class Rule:
             raise ValueError(f"flat must be a fraction of the pixels in (0, 1] (0: all), or None, got {flat!r}")
         if white is not None and not (isinstance(white, (int, float)) and -1 <= white < 1):
             raise ValueError(f"white must be a correlation in [-1, 1) (0: a white residual) or None, got {white!r}")
+        if overfit is not None and not (
+            isinstance(overfit, (int, float)) and -1 <= overfit < 0 and (white is None or overfit <= white)
+        ):
+            raise ValueError(
+                f"overfit must be a correlation in [-1, 0) (a high-passed residual), at or under white, "
+                f"or None, got {overfit!r}"
+            )
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
         self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
@@ -262,6 +278,8 @@ class Rule:
         self.flat = float(flat) if flat else None
         #: The residual correlation below which outputs count (``watch_whiteness``), or None.
         self.white = None if white is None else float(white)
+        #: The residual correlation at which a member is done (``watch_whiteness``), or None.
+        self.overfit = None if overfit is None else float(overfit)
         self._best: torch.Tensor | None = None
         self._noisy: torch.Tensor | None = None  # ``watch_residual``
         self._white_noisy: torch.Tensor | None = None  # ``watch_whiteness``
@@ -316,15 +334,17 @@ class Rule:
         self._residual_plateau = self.plateau * total if self.plateau else None
 
     def watch_whiteness(self, noisy: torch.Tensor, known: torch.Tensor | None, region: tuple[slice, ...]) -> None:
-        """After ``attach``, with ``white``: the noisy image ``(C, *shape)``, where it is known
-        (broadcastable to it; None: everywhere) and where it lies in the output's canvas."""
-        if self.white is None:
+        """After ``attach``, with ``white`` or ``overfit``: the noisy image ``(C, *shape)``, where
+        it is known (broadcastable to it; None: everywhere) and where it lies in the output's
+        canvas."""
+        if self.white is None and self.overfit is None:
             return
         dev = self._best.device
         self._white_noisy = noisy[None].to(dev)
         self._white_known = None if known is None else known.expand(noisy.shape)[None].to(dev, torch.float32)
         self._white_region = (slice(None), slice(None), *region)
-        self._white = torch.zeros(self._best.shape, dtype=torch.bool, device=dev)  # latched once white
+        # Latched once white; without ``white`` every output counts from the start.
+        self._white = torch.full(self._best.shape, self.white is None, dtype=torch.bool, device=dev)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
@@ -334,7 +354,7 @@ class Rule:
         """Feed one iteration; device work only. Returns the statistic, ``(M,)``."""
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
-            residual = above = None
+            residual = above = overfitted = None
             if self._noisy is not None:
                 residual = ((torch.take(average, self._index) - self._noisy).square() * self._weight).sum(dim=-1)
                 if self._residual_ceiling is not None:
@@ -344,8 +364,12 @@ class Rule:
                     correlation = residual_correlation(
                         self._white_noisy - average[self._white_region], self._white_known
                     )
-                    self._white |= correlation <= self.white
-                above = ~self._white if above is None else above | ~self._white
+                    if self.white is not None:
+                        self._white |= correlation <= self.white
+                    if self.overfit is not None:
+                        overfitted = ~self._finished & self._white & (correlation <= self.overfit)
+                if self.white is not None:
+                    above = ~self._white if above is None else above | ~self._white
             if above is not None:  # not fitted yet: as if warming up
                 stat = torch.where(above, self._inf, stat)
                 self._since.copy_(torch.where(above, self._since.clamp(min=iteration), self._since))
@@ -360,6 +384,8 @@ class Rule:
                     ended = ~self._finished & flat & (residual <= self._residual_plateau)
                     ring.copy_(lowest)
                     keep = self._end(keep, ended, this_output=False)
+            if overfitted is not None:
+                keep = self._end(keep, overfitted, this_output=False)
             if self.growth is not None:
                 windowed = self._windowed_variance(self._growth_window, iteration, output)
                 if above is not None:  # the image is still being fitted: no growth counts
@@ -395,7 +421,7 @@ class Rule:
         return int(self._best_iteration.max())
 
     def done(self, iteration: int) -> bool:
-        """True once every member has risen (``rise``), reached the ``floor`` or gone
+        """True once every member has risen (``rise``), reached the ``floor`` (or ``overfit``) or gone
         ``patience`` iterations without a new best (one sync). A member that has waited out
         its patience is finished here, as if it ran alone: left running beside a slower
         member, its statistic's next slow new lowest restarted it, and two members kept
