@@ -207,7 +207,9 @@ def test_bfloat16_layers_restore_as_well_as_float32():
         assert any(isinstance(m, FullPrecision) for m in fit.net.modules()) == (precision == "bfloat16")
         results[precision] = 10 * np.log10(1 / np.mean((out - clean) ** 2))
     noisy_db = 10 * np.log10(1 / np.mean((noisy - clean) ** 2))
-    assert results["bfloat16"] > noisy_db + 3 and abs(results["bfloat16"] - results["float32"]) < 0.5
+    # As well as: not more than 0.5 dB under float32. Better is fine: bfloat16's rounding moves
+    # a 300-iteration fit by a few tenths either way, by CPU (+0.52 dB on one 2-core EPYC).
+    assert results["bfloat16"] > noisy_db + 3 and results["bfloat16"] > results["float32"] - 0.5
     assert resolve_precision("float32", torch.device("cpu")) == "float32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("half", torch.device("cpu"))
