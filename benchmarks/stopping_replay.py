@@ -72,14 +72,16 @@ def variance_minimum(
         stat = _series(trace, key)
         ratio = np.asarray(trace["residual"]) / trace["expected_residual"]
         windowed = _series(trace, growth_key) if growth is not None else None
-        opens = 0  # the first iteration the residual is white enough
-        if white is not None and "whiteness" in trace:
-            below = np.nonzero(np.asarray(trace["whiteness"]) <= white)[0]
-            opens = trace["every"] * (int(below[0]) + 1) if len(below) else len(stat) + 1
-        overfitted = len(stat) + 1  # the first iteration the residual is high-passed to ``overfit``
-        if overfit is not None and "whiteness" in trace:
-            below = np.nonzero(np.asarray(trace["whiteness"]) <= overfit)[0]
-            overfitted = trace["every"] * (int(below[0]) + 1) if len(below) else overfitted
+
+        def first_record(level: float | None, otherwise: int) -> int:
+            """The first recorded iteration whose residual correlation is at or under ``level``."""
+            if level is None or "whiteness" not in trace:
+                return otherwise
+            below = np.nonzero(np.asarray(trace["whiteness"]) <= level)[0]
+            return trace["every"] * (int(below[0]) + 1) if len(below) else len(stat) + 1
+
+        opens = first_record(white, 0)  # the first iteration the residual is white enough
+        overfitted = first_record(overfit, len(stat) + 1)  # ... and high-passed to ``overfit``
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
         for i, s in enumerate(stat, start=1):

@@ -351,6 +351,20 @@ def _smooth(image, passes=3):
     return image
 
 
+def _run_watching_whiteness(script, noisy, average_at, **kwargs):
+    """A scripted rule (patience 100, rise 10 %) watching the whiteness of ``noisy`` (48²)
+    minus ``average_at(i)`` at each iteration i: (the iteration it is done or None, kept)."""
+    rule = Scripted(np.array(script)[:, None], patience=100, rise=0.1, **kwargs)
+    rule.attach(torch.zeros(1, 1, 48, 48), torch.arange(48 * 48))
+    rule.watch_whiteness(torch.from_numpy(noisy)[None], None, (slice(0, 48), slice(0, 48)))
+    for i in range(1, len(script) + 1):
+        average = torch.from_numpy(average_at(i)).float()[None, None]
+        rule.update(i, average, average)
+        if rule.done(i):
+            return i, rule.best_iterations
+    return None, rule.best_iterations
+
+
 def test_white_lets_no_output_count_until_the_residual_has_lost_its_structure():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:48, :48]
@@ -382,15 +396,7 @@ def test_white_lets_no_output_count_until_the_residual_has_lost_its_structure():
     script += [0.3 * (1 + 0.02 * k) for k in range(1, 36)]
 
     def run(**kwargs):
-        rule = Scripted(np.array(script)[:, None], patience=100, rise=0.1, **kwargs)
-        rule.attach(torch.zeros(1, 1, 48, 48), torch.arange(48 * 48))
-        rule.watch_whiteness(torch.from_numpy(noisy)[None], None, (slice(0, 48), slice(0, 48)))
-        for i in range(1, len(script) + 1):
-            average = torch.from_numpy(_smooth(clean) if i < 30 else overfit)[None, None].float()
-            rule.update(i, average, average)
-            if rule.done(i):
-                return i, rule.best_iterations
-        return None, rule.best_iterations
+        return _run_watching_whiteness(script, noisy, lambda i: _smooth(clean) if i < 30 else overfit, **kwargs)
 
     assert run() == (11, [11])  # without it: the early rise
     assert run(white=0.0) == (50, [50])
@@ -415,15 +421,7 @@ def test_overfit_ends_a_member_whose_statistic_keeps_falling_once_the_residual_i
     script = [np.inf, *np.geomspace(1.0, 0.1, 119)]
 
     def run(**kwargs):
-        rule = Scripted(np.array(script)[:, None], patience=100, rise=0.1, **kwargs)
-        rule.attach(torch.zeros(1, 1, 48, 48), torch.arange(48 * 48))
-        rule.watch_whiteness(torch.from_numpy(noisy)[None], None, (slice(0, 48), slice(0, 48)))
-        for i in range(1, len(script) + 1):
-            average = torch.from_numpy(stages[(i >= 30) + (i >= 60)]).float()[None, None]
-            rule.update(i, average, average)
-            if rule.done(i):
-                return i, rule.best_iterations
-        return None, rule.best_iterations
+        return _run_watching_whiteness(script, noisy, lambda i: stages[(i >= 30) + (i >= 60)], **kwargs)
 
     assert run(white=0.0) == (None, [120])  # runs to the cap, keeping the last
     assert run(white=0.0, overfit=-0.05) == (60, [59])  # done at the first check after 60, its best so far

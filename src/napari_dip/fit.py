@@ -698,8 +698,14 @@ class Fit:
         # would run to its cap); the photon settings' ceiling is higher.
         if ceiling is None and self.tv:
             ceiling = 0.0
-        settings = {"rise": rise, "ceiling": ceiling, "plateau": plateau, "flat": flat, "white": white}
-        settings["overfit"] = overfit
+        settings = {
+            "rise": rise,
+            "ceiling": ceiling,
+            "plateau": plateau,
+            "flat": flat,
+            "white": white,
+            "overfit": overfit,
+        }
         settings.update(rule_options or {})
         self.rule = None if stopping is None else make_rule(stopping, **settings)
         if self.rule is not None and self.rule.flat and task == "super-resolve":
