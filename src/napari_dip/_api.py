@@ -236,6 +236,19 @@ class Job:
     float_reason: str | None = None
 
     @property
+    def stabilised(self) -> bool:
+        """Whether the fit runs on the variance-stabilised image: ``noise="poisson"``, or
+        "auto" on a bright photon-limited one (``noise.AUTO_STABILISE_PHOTONS``)."""
+        return self.value_map.noise is not None
+
+    def describe_noise(self) -> str | None:
+        """The noise model in one line, and whether the fit runs on the stabilised image
+        (for the CLI and the widget); None when the task has no noise model."""
+        if self.noise is None:
+            return None
+        return self.noise.describe() + ("; the fit runs on the variance-stabilised image" if self.stabilised else "")
+
+    @property
     def fit(self) -> Fit | None:
         """The fit of the plane (or tile) being restored, None between two."""
         return self.schedule.fit
@@ -391,16 +404,20 @@ def prepare(
     check_finite(standard if known is None else standard.transpose(1, 0, *range(2, standard.ndim))[:, known], name)
     model = None
     if task == "denoise":
-        from .noise import estimate_noise
+        from .noise import AUTO_STABILISE_PHOTONS, estimate_noise
 
         model = estimate_noise(standard, known, noise, gain, offset)
     # noise="poisson": the fit sees the variance-stabilised image, whose noise is even.
-    # "auto" measures and reports the noise but keeps the plain squared loss: on photon-
-    # limited images it scored 0.5 dB higher on average (BENCHMARKS.md, "Quality"). Under
-    # the photon settings (TV, two members) the stabilised fit peaks higher at 40 photons, but
-    # end to end it is level with the plain loss there (+0.03 dB on ten cases, -1.5 to +1.0)
-    # and under it at 5-15 photons ("The variance-stabilised fit under the white gate").
-    vmap = value_map(standard, rgb, known, model if noise == "poisson" else None)
+    # "auto" does so only for bright photon-limited 2-D images (AUTO_STABILISE_PHOTONS); under
+    # the photon settings (TV, two members) the plain squared loss is level with it at 40
+    # photons end to end (+0.03 dB on ten cases, -1.5 to +1.0) and above it at 5-15 photons
+    # (BENCHMARKS.md, "The variance-stabilised fit under the white gate"). Stacks and volumes
+    # keep it too: a bright 16-bit stack lost 0.4 dB stabilised (its first plane ended early).
+    single = standard.shape[0] == 1 and spatial_dims == 2
+    stabilised = model is not None and (
+        noise == "poisson" or (noise == "auto" and single and model.bright_photons >= AUTO_STABILISE_PHOTONS)
+    )
+    vmap = value_map(standard, rgb, known, model if stabilised else None)
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
     if model is not None and (model.kind == "poisson" or _camera_counts(standard.dtype)) and math.isfinite(level):
@@ -764,9 +781,11 @@ def denoise(
         weigh as much as their noise deserves (its stopping rule keeps no rise,
         ``napari_dip.fit.STABILISED_RISE``). "gaussian": the same noise everywhere.
         "auto" (default) measures the noise against the signal level in the image
-        (``napari_dip.noise.estimate_noise``) and reports it (``Job.noise``), but fits
-        with the plain squared loss, which scored higher (PSNR) on photon-limited
-        images in our benchmark.
+        (``napari_dip.noise.estimate_noise``) and reports it (``Job.noise``); it fits
+        the variance-stabilised image where photon noise holds 50 photons or more at
+        the bright end of a single 2-D image (``napari_dip.noise.AUTO_STABILISE_PHOTONS``),
+        else the plain squared loss, which scored higher (PSNR) on dimmer photon-limited
+        images and on a bright stack in our benchmark.
     gain, offset : float, optional
         The camera's counts per photon and counts at zero light, for photon noise;
         estimated from the image when not given.

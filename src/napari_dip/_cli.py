@@ -145,8 +145,9 @@ def _noise(parser: argparse.ArgumentParser) -> None:
         "--noise",
         default="auto",
         choices=NOISE_MODELS,
-        help="noise model: auto (default: measured from the image), gaussian, or poisson (camera photon "
-        "+ read noise; the fit then runs on the variance-stabilised image)",
+        help="noise model: auto (default: measured from the image; a 2-D image with 50 photons or more "
+        "at its bright end is fitted as poisson), gaussian, or poisson (camera photon + read noise; the "
+        "fit then runs on the variance-stabilised image)",
     )
     parser.add_argument(
         "--gain", type=float, default=None, help="photon noise: camera counts per photon (default: estimated)"
@@ -393,7 +394,7 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
     )
     schedule = job.schedule
     if job.noise is not None:
-        print(f"noise: {job.noise.describe()}", file=sys.stderr)
+        print(f"noise: {job.describe_noise()}", file=sys.stderr)
     if schedule.options.get("ensemble", 1) > 1:
         print(f"ensemble: {schedule.options['ensemble']} networks, their results averaged", file=sys.stderr)
     if job.float_reason is not None:

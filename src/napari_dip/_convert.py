@@ -328,10 +328,14 @@ def value_map(
         values = standard[:, group]
         if exponent:
             values = np.ldexp(values.astype(np.float64), -exponent)
-        if noise is not None:
-            values = noise.stabilize(values)
         valid = None if known is None else np.broadcast_to(known[:, None], values.shape)
         lo, hi = robust_range(values, valid)
+        if noise is not None:
+            # The range is found in counts, then stabilised (the transform keeps the order):
+            # its square root squeezes a hot pixel's lead over its neighbours, so among the
+            # stabilised values hot pixels next to bright ones passed as backed up, stretched
+            # the range and were fitted (a 16-bit stack: 9-19 dB instead of 39-49).
+            lo, hi = (float(v) for v in noise.stabilize(np.array([lo, hi], np.float64)))
         if hi == lo:  # constant: centre it, the sigmoid output cannot reach 0 or 1
             offset[group], scale[group] = lo - 0.5, 1.0
             continue

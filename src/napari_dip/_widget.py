@@ -167,8 +167,10 @@ class DeepImagePriorWidget(QWidget):
             label="Noise",
             choices=list(NOISE_MODELS),
             value="auto",
-            tooltip="auto: measured from the image; poisson: a camera's photon + read noise (the fit runs on "
-            "the variance-stabilised image); gaussian: the same noise everywhere",
+            tooltip="auto: measured from the image (a 2-D image with 50 photons or more at its bright end: "
+            "as poisson); "
+            "poisson: a camera's photon + read noise (the fit runs on the variance-stabilised image); "
+            "gaussian: the same noise everywhere",
         )
         self.gain = LineEdit(label="Gain (counts/photon)", value="", tooltip="empty: estimated from the image")
         self.offset = LineEdit(label="Offset (counts)", value="", tooltip="empty: estimated from the image")
@@ -389,7 +391,7 @@ class DeepImagePriorWidget(QWidget):
         self.run_button.text = "Stop"
         device = schedule.options.get("device", self.device.value)
         what = f" {output.planes} {output.unit}s" if output.planes > 1 else ""
-        noise = f"; noise: {job.noise.describe()}" if job.noise is not None else ""
+        noise = f"; noise: {job.describe_noise()}" if job.noise is not None else ""
         members = schedule.options.get("ensemble", 1)
         ensemble = f" ({members} networks)" if members > 1 else ""
         self.status.value = f"starting{what} on {device}{ensemble} …{noise}"
@@ -467,7 +469,7 @@ class DeepImagePriorWidget(QWidget):
             "dtype": job.value_map.dtype.name,
         }
         if job.noise is not None:
-            report["noise"] = job.noise.as_dict()
+            report["noise"] = {**job.noise.as_dict(), "stabilised": job.stabilised}
         output.kwargs["metadata"] = {**output.kwargs.get("metadata", {}), "napari_dip": report}
         return job, output
 
@@ -569,7 +571,7 @@ class DeepImagePriorWidget(QWidget):
         else:
             self._finish_one(job, output, seconds)
         if job.noise is not None:  # what the fit assumed stays in view after the run
-            self.status.value += f"; noise: {job.noise.describe()}"
+            self.status.value += f"; noise: {job.describe_noise()}"
         if job.float_reason is not None:
             self.status.value += f"; {job.float_reason}"
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,14 @@ MIN_PER_BIN = 64
 #: "auto" takes the Poisson–Gaussian model when the fitted variance at the bright end
 #: of the data is at least this many times that at the dark end.
 POISSON_RATIO = 1.5
+#: "auto" fits the variance-stabilised image, as noise="poisson" does, where a single 2-D
+#: Poisson–Gaussian image's bright end holds at least this many photons
+#: (``NoiseModel.bright_photons``). Bright images fit slowly, their raw outputs' variance
+#: lies flat while the PSNR climbs, and the plain loss's rise ended piecewise-constant ones
+#: 3-4 dB early (a phantom at 80 and 150 photons); stabilised, the 80-150-photon cases
+#: gained 0.6 dB on average. Dimmer images keep the plain loss, level with or above it
+#: (BENCHMARKS.md, "Bright images: the stabilised fit under 'auto'").
+AUTO_STABILISE_PHOTONS = 50.0
 #: Side of the box filter giving the level each detail coefficient sits on.
 LEVEL_WINDOW = 5
 #: Fraction of pixels (those with the steepest level) left out as edges and texture,
@@ -55,6 +63,11 @@ RELATIVE_WINDOW = 9
 #: and a large stack costs no more than a few planes.
 MAX_SLICES = 16
 MAX_SIDE = 1024
+#: The image's bright end (``NoiseModel.bright``): this percentile of its values after a
+#: ``BRIGHT_WINDOW`` square median filter, so that hot pixels (8 at 65535 in a dim 64² image
+#: made it read as 2000 photons under a box filter) and single noisy values do not count.
+BRIGHT_PERCENTILE = 99.0
+BRIGHT_WINDOW = 3
 _MAD_TO_STD = 1.4826
 _SQRT_3_2 = math.sqrt(1.5)
 
@@ -75,7 +88,8 @@ class NoiseModel:
     (Poisson–Gaussian). ``offset`` is the user's camera offset when given, else the
     level where the fitted variance vanishes (the offset less read² / gain); ``read``
     the read noise std in the image's units when it can be told (None otherwise).
-    ``estimated`` names what came from the image rather than the caller.
+    ``estimated`` names what came from the image rather than the caller; ``bright`` the
+    level at the image's bright end (``BRIGHT_PERCENTILE``) when it was measured.
     """
 
     kind: str
@@ -84,6 +98,7 @@ class NoiseModel:
     offset: float | None = None
     read: float | None = None
     estimated: tuple[str, ...] = ()
+    bright: float | None = None
 
     @property
     def sigma(self) -> float:
@@ -100,6 +115,8 @@ class NoiseModel:
                 text += f", offset {self.offset:.5g}"
             if self.read is not None:
                 text += f", read noise {self.read:.3g}"
+            if math.isfinite(self.bright_photons):
+                text += f", {self.bright_photons:.3g} photons at the bright end"
         if self.estimated:
             text += f"; estimated: {', '.join(self.estimated)}"
         return text
@@ -114,11 +131,26 @@ class NoiseModel:
             "read": self.read,
             "sigma": self.sigma if self.kind == "gaussian" else None,
             "estimated": list(self.estimated),
+            "bright_photons": None if math.isnan(self.bright_photons) else self.bright_photons,
         }
 
     def variance_at(self, level: float) -> float:
         """The noise variance at ``level`` (NaN when the image was too small to tell)."""
         return self.gain * level + self.baseline if self.kind == "poisson" else self.baseline
+
+    def photons_at(self, level: float) -> float:
+        """Photons at ``level`` (counts less the offset, over the gain); NaN unless the model
+        is Poisson–Gaussian. Without a given offset, from where the fitted variance vanishes
+        (the offset less read² / gain, so a few photons high for a read noise of 1-2 e⁻)."""
+        if self.kind != "poisson" or not self.gain > 0:
+            return math.nan
+        zero = self.offset if self.offset is not None else -self.baseline / self.gain
+        return (level - zero) / self.gain
+
+    @property
+    def bright_photons(self) -> float:
+        """Photons at the image's bright end (``bright``); NaN where unknown."""
+        return math.nan if self.bright is None else self.photons_at(self.bright)
 
     def rounding_matters(self, level: float) -> bool:
         """True when rounding to whole counts (error variance 1/12 count²) would spoil a
@@ -210,12 +242,15 @@ class _Blocks:
     low: float
     high: float
     exponent: int
+    bright: float  # ``NoiseModel.bright``, in the image's units
 
 
 def _blocks(standard: np.ndarray, known: np.ndarray | None) -> _Blocks:
     """Every 2-D slice (plane, channel, Z slice) of ``standard`` (P, C, *S) gives its
     2x2 blocks (at most ``MAX_SLICES`` slices of ``MAX_SIDE`` squared); ``TooSmall``
     when they are too few to measure the noise on."""
+    from scipy import ndimage
+
     height, width = standard.shape[-2:]
     slices = standard.reshape(-1, height, width)
     valid = None
@@ -233,7 +268,7 @@ def _blocks(standard: np.ndarray, known: np.ndarray | None) -> _Blocks:
 
     magnitude = max(float(np.max(np.abs(usable(i)), initial=0.0)) for i in chosen)
     exponent = int(np.frexp(magnitude)[1]) if magnitude and not 2.0**-256 <= magnitude <= 2.0**256 else 0
-    parts, pixels = [], []
+    parts, pixels, medians = [], [], []
     for i in chosen:
         mask = None if valid is None else valid[i][crop]
         plane = np.ldexp(slices[i][crop].astype(np.float64), -exponent)
@@ -243,12 +278,15 @@ def _blocks(standard: np.ndarray, known: np.ndarray | None) -> _Blocks:
             plane = np.where(mask, plane, np.median(plane[mask]))
         parts.append(_haar_details(plane, mask))
         pixels.append(plane.ravel() if mask is None else plane[mask])
+        median = ndimage.median_filter(plane, BRIGHT_WINDOW, mode="reflect")
+        medians.append(median.ravel() if mask is None else median[mask])
     if not parts:
         raise TooSmall("no known pixels to measure the noise on")
     detail, level, steep, local = (np.concatenate(v) for v in zip(*parts, strict=True))
     if detail.size < BINS * MIN_PER_BIN:
         raise TooSmall(f"the image has too few pixels ({detail.size} 2x2 blocks) to measure its noise")
-    return _Blocks(detail, level, steep, local, *_clipped_bounds(np.concatenate(pixels)), exponent)
+    bright = float(np.ldexp(np.percentile(np.concatenate(medians), BRIGHT_PERCENTILE), exponent))
+    return _Blocks(detail, level, steep, local, *_clipped_bounds(np.concatenate(pixels)), exponent, bright)
 
 
 def level_variance(
@@ -363,12 +401,13 @@ def estimate_noise(
     try:
         model = _estimate(blocks, noise, gain, offset, relative=False)
     except NoPhotonNoise:  # noise="poisson" without a gain: ask again (RELATIVE_WINDOW)
-        return _estimate(blocks, noise, gain, offset, relative=True)
-    if noise == "auto" and gain is None and model.kind == "gaussian" and math.isfinite(model.baseline):
-        rescued = _estimate(blocks, noise, gain, offset, relative=True)
-        if rescued.kind == "poisson":
-            return rescued
-    return model
+        model = _estimate(blocks, noise, gain, offset, relative=True)
+    else:
+        if noise == "auto" and gain is None and model.kind == "gaussian" and math.isfinite(model.baseline):
+            rescued = _estimate(blocks, noise, gain, offset, relative=True)
+            if rescued.kind == "poisson":
+                model = rescued
+    return replace(model, bright=blocks.bright)
 
 
 def _unmeasured(reason: str, noise: str, gain: float | None, offset: float | None) -> NoiseModel:
