@@ -189,12 +189,17 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
     }
 
 
-def report(folder: Path) -> None:
+def report(folder: Path, stabilised: bool = False) -> None:
     rules = {
         "": stopping_replay.photon_default(),
         ", no high-pass end": stopping_replay.photon_default(overfit=None),
         ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
     }
+    if stabilised:  # runs of the variance-stabilised fit (noise="poisson", bright images)
+        rules = {
+            "": stopping_replay.stabilised_default(),
+            ", white gate at 0": stopping_replay.stabilised_default(white=0.0),
+        }
     columns = [
         (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in SELECTIONS
     ]
@@ -229,9 +234,12 @@ def main() -> None:
         "--photons", type=int, nargs="*", help="run: the 40-photon cases at these photon levels instead (same cameras)"
     )
     parser.add_argument("--dip-kwargs", default="{}", help="run: settings for the fit, as quality.py's")
+    parser.add_argument(
+        "--stabilised", action="store_true", help="report: replay the variance-stabilised fit's rule instead"
+    )
     args = parser.parse_args()
     if args.command == "report":
-        report(args.dir)
+        report(args.dir, args.stabilised)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     for seed in args.stack or ():

@@ -169,6 +169,12 @@ def photon_default(rise: float = 0.20, white: float | None = 0.0, overfit: float
     )
 
 
+def stabilised_default(white: float | None = -0.015) -> RuleFn:
+    """The engine's rule on the variance-stabilised fit (``fit.STABILISED_RISE``: none,
+    ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white``."""
+    return variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.5, white=white)
+
+
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).
 GAUSSIAN_DEFAULT = variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.0, plateau=(0.75, 0.05, 200))
 #: ... and before its plateau end.

@@ -13,7 +13,15 @@ from napari_dip import estimate_noise as measure_noise
 from napari_dip._api import prepare
 from napari_dip._cli import main
 from napari_dip._convert import value_map
-from napari_dip.fit import PHOTON_CEILING, PHOTON_OVERFIT, PHOTON_RISE, PHOTON_WHITE, Fit, photon_options
+from napari_dip.fit import (
+    PHOTON_CEILING,
+    PHOTON_OVERFIT,
+    PHOTON_RISE,
+    PHOTON_WHITE,
+    STABILISED_WHITE,
+    Fit,
+    photon_options,
+)
 from napari_dip.networks import Ensemble, GroupedEnsemble, seeded_network
 from napari_dip.noise import AUTO_STABILISE_PHOTONS, NoiseModel, estimate_noise
 
@@ -129,7 +137,11 @@ def test_the_stabilised_fit_keeps_no_rise_the_linear_fit_does():
     assert stabilised.value_map.noise is not None and linear.value_map.noise is None
     assert stabilised.schedule.options["rise"] is None and linear.schedule.options["rise"] == PHOTON_RISE
     for job in (stabilised, linear):  # both wait for a white residual, under the same ceiling
-        assert job.schedule.options["white"] == PHOTON_WHITE and job.schedule.options["ceiling"] == PHOTON_CEILING
+        assert job.schedule.options["ceiling"] == PHOTON_CEILING
+    # ... the stabilised one for a slightly high-passed one: on bright piecewise-constant
+    # images its correlation hovers just under 0 while the PSNR climbs.
+    assert linear.schedule.options["white"] == PHOTON_WHITE == 0
+    assert stabilised.schedule.options["white"] == STABILISED_WHITE < 0
     assert photon_options(0.05, stabilised=True)["rise"] is None and photon_options(0.05)["rise"] == PHOTON_RISE
     # The end at a high-passed residual was measured on the linear fit only.
     assert stabilised.schedule.options["overfit"] is None and linear.schedule.options["overfit"] == PHOTON_OVERFIT

@@ -147,6 +147,14 @@ PHOTON_OVERFIT = -0.05
 #: +0.21 dB (the phantom +2.28, the others -0.22 to +0.12; BENCHMARKS.md, "The
 #: variance-stabilised fit under the white gate").
 STABILISED_RISE = None
+#: ... and its outputs count only once the residual's neighbour correlation is down to
+#: -0.015, not 0: on bright piecewise-constant images it hovers at -0.003 to -0.015 for
+#: thousands of iterations while the PSNR climbs (the phantom at 150 photons: 32 dB at 800
+#: iterations, its peak 41.0 at 3000), and the patience ended the fit at 1000, 8.8 dB under.
+#: Replayed on one network's saved stabilised runs: 13 cases at 15-40 photons 0.18 -> 0.14 dB
+#: under the peak (worst 0.56 either way), 5 at 150 photons 1.84 -> 0.10 (worst 8.84 -> 0.22;
+#: BENCHMARKS.md, "Bright images").
+STABILISED_WHITE = -0.015
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -182,7 +190,7 @@ def photon_options(
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
         options["flat"], options["white"], options["overfit"] = PHOTON_FLAT, PHOTON_WHITE, PHOTON_OVERFIT
         if stabilised:  # the end at a high-passed residual was not measured on this fit
-            options["rise"], options["overfit"] = STABILISED_RISE, None
+            options["rise"], options["overfit"], options["white"] = STABILISED_RISE, None, STABILISED_WHITE
     return options
 
 

@@ -40,9 +40,10 @@ POISSON_RATIO = 1.5
 #: Poisson–Gaussian image's bright end holds at least this many photons
 #: (``NoiseModel.bright_photons``). Bright images fit slowly, their raw outputs' variance
 #: lies flat while the PSNR climbs, and the plain loss's rise ended piecewise-constant ones
-#: 3-4 dB early (a phantom at 80 and 150 photons); stabilised, the 80-150-photon cases
-#: gained 0.6 dB on average. Dimmer images keep the plain loss, level with or above it
-#: (BENCHMARKS.md, "Bright images: the stabilised fit under 'auto'").
+#: 3-4 dB under BM3D+GAT (a phantom at 80 and 150 photons); stabilised, the 17 cases at 40-150
+#: photons that this changes gained 0.82 dB on average (-0.85 to +5.88). Dimmer images keep
+#: the plain loss, level with or above it (BENCHMARKS.md, "Bright images: the stabilised fit
+#: under 'auto'").
 AUTO_STABILISE_PHOTONS = 50.0
 #: Side of the box filter giving the level each detail coefficient sits on.
 LEVEL_WINDOW = 5
