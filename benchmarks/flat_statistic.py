@@ -190,15 +190,16 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
 
 
 def report(folder: Path, stabilised: bool = False) -> None:
-    rules = {
-        "": stopping_replay.photon_default(),
-        ", no high-pass end": stopping_replay.photon_default(overfit=None),
-        ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
-    }
     if stabilised:  # runs of the variance-stabilised fit (noise="poisson", bright images)
         rules = {
             "": stopping_replay.stabilised_default(),
             ", white gate at 0": stopping_replay.stabilised_default(white=0.0),
+        }
+    else:
+        rules = {
+            "": stopping_replay.photon_default(),
+            ", no high-pass end": stopping_replay.photon_default(overfit=None),
+            ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
         }
     columns = [
         (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in SELECTIONS

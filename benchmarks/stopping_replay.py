@@ -161,7 +161,7 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
     return rule
 
 
-def photon_default(rise: float = 0.20, white: float | None = 0.0, overfit: float | None = -0.05) -> RuleFn:
+def photon_default(rise: float | None = 0.20, white: float | None = 0.0, overfit: float | None = -0.05) -> RuleFn:
     """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
     ``PHOTON_WHITE``, ``PHOTON_OVERFIT``) with this ``rise``, ``white`` and ``overfit``."""
     return variance_minimum(
@@ -172,7 +172,7 @@ def photon_default(rise: float = 0.20, white: float | None = 0.0, overfit: float
 def stabilised_default(white: float | None = -0.015) -> RuleFn:
     """The engine's rule on the variance-stabilised fit (``fit.STABILISED_RISE``: none,
     ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white``."""
-    return variance_minimum(tolerance=0.01, floor=0.35, growth=2.5, ceiling=1.5, white=white)
+    return photon_default(rise=None, white=white, overfit=None)
 
 
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).

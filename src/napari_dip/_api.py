@@ -421,11 +421,11 @@ def prepare(
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
     if model is not None and (model.kind == "poisson" or _camera_counts(standard.dtype)) and math.isfinite(level):
-        # The fit sees the stabilised image under noise="poisson": unit noise there.
-        noise_std = 1.0 if vmap.noise is not None else math.sqrt(max(model.variance_at(level), 0.0))
+        # A stabilised fit sees unit noise.
+        noise_std = 1.0 if stabilised else math.sqrt(max(model.variance_at(level), 0.0))
         if math.isfinite(noise_std):
             relative = noise_std / float(np.mean(vmap.scale))
-            options.update(photon_options(relative, rule, stabilised=vmap.noise is not None))
+            options.update(photon_options(relative, rule, stabilised=stabilised))
             # Photon-limited images gain from the TV term; natural images' texture loses
             # (BENCHMARKS.md, "Total variation for photon-limited images").
             strength = DENOISE_TV if strength is None else strength
