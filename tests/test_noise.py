@@ -59,6 +59,9 @@ def test_photon_noise_of_bright_regions_over_a_dark_background(peak):
     model = estimate_noise(counts[None, None].astype(float))
     assert model.kind == "poisson"
     assert model.gain == pytest.approx(gain, rel=0.15)
+    # noise="poisson" finds the same model (forced onto the first ranking, it read the
+    # gain at 600 photons as 1.27).
+    assert estimate_noise(counts[None, None].astype(float), noise="poisson") == model
     # The shells fit with that model: the variance the stopping rule expects is the bright
     # regions' too, not the background's read noise alone.
     job = prepare("denoise", counts, width=8, device="cpu", ensemble=1)
