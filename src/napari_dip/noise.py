@@ -392,7 +392,8 @@ def estimate_noise(
     ``gain`` (counts per photon) and ``offset`` (counts at zero photons) fix what the
     caller knows, the rest is estimated from the image. Where the smooth blocks show no
     photon noise, they are chosen again, smooth against the noise around them
-    (``RELATIVE_WINDOW``), and a Poisson–Gaussian fit found there is taken.
+    (``RELATIVE_WINDOW``), and a Poisson–Gaussian fit found there is taken. "poisson"
+    without a ``gain`` takes the model "auto" finds where that is Poisson–Gaussian.
     """
     check_options(noise, gain, offset)
     try:
