@@ -400,19 +400,15 @@ def estimate_noise(
         blocks = _blocks(standard, known)
     except TooSmall as err:
         return _unmeasured(str(err), noise, gain, offset)
-    if noise == "poisson" and gain is None:
-        # The model "auto" finds, where it finds photon noise: forced onto the first ranking,
-        # a line through a dark background's bins with a weak slope read a phantom's gain as
-        # 0.3-1.6 (true 4.5) where "auto" read 4.4-4.8.
-        found = _auto(blocks, offset)
-        if found.kind == "poisson":
-            return replace(found, bright=blocks.bright)
-    if noise == "auto" and gain is None:
-        return replace(_auto(blocks, offset), bright=blocks.bright)
-    try:
-        model = _estimate(blocks, noise, gain, offset, relative=False)
-    except NoPhotonNoise:  # noise="poisson" without a gain: ask again (RELATIVE_WINDOW)
-        model = _estimate(blocks, noise, gain, offset, relative=True)
+    # noise="poisson" without a gain takes the model "auto" finds, where that is photon noise:
+    # forced onto the first ranking, a line through a dark background's bins with a weak
+    # slope read a phantom's gain as 0.3-1.6 (true 4.5) where "auto" read 4.4-4.8.
+    model = _auto(blocks, offset) if gain is None and noise != "gaussian" else None
+    if model is None or (noise == "poisson" and model.kind != "poisson"):
+        try:
+            model = _estimate(blocks, noise, gain, offset, relative=False)
+        except NoPhotonNoise:  # noise="poisson" without a gain: ask again (RELATIVE_WINDOW)
+            model = _estimate(blocks, noise, gain, offset, relative=True)
     return replace(model, bright=blocks.bright)
 
 
