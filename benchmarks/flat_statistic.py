@@ -189,8 +189,19 @@ def trace(path: Path, fraction: float | None, sigma: float) -> dict:
     }
 
 
-def report(folder: Path, stabilised: bool = False) -> None:
-    if stabilised:  # runs of the variance-stabilised fit (noise="poisson", bright images)
+def report(
+    folder: Path, stabilised: bool = False, fractions: list[float] | None = None, ceilings: list[float] | None = None
+) -> None:
+    selections = SELECTIONS
+    if fractions or ceilings:  # the stabilised rule's patience as fractions of the best's iteration, flat half only
+        selections = tuple(s for s in SELECTIONS if s[0] == "flat half")
+        rules = {
+            f", patience {f:g}": stopping_replay.stabilised_default(patience_fraction=f)
+            for f in (0.0, *(fractions or ()))
+        }
+        for c in ceilings or ():
+            rules[f", patience above {c:g} var"] = stopping_replay.stabilised_default(patience_ceiling=c)
+    elif stabilised:  # runs of the variance-stabilised fit (noise="poisson", bright images)
         rules = {
             "": stopping_replay.stabilised_default(),
             ", white gate at 0": stopping_replay.stabilised_default(white=0.0),
@@ -202,7 +213,7 @@ def report(folder: Path, stabilised: bool = False) -> None:
             ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
         }
     columns = [
-        (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in SELECTIONS
+        (name + gated, fraction, sigma, rule) for gated, rule in rules.items() for name, fraction, sigma in selections
     ]
     paths = sorted(folder.glob("*.npz"))
     gaps: dict[str, list[float]] = {name: [] for name, _, _, _ in columns}
@@ -210,7 +221,7 @@ def report(folder: Path, stabilised: bool = False) -> None:
     print("| --- | --- |" + " --- |" * len(columns))
     for path in paths:
         cells = []
-        traces = {(fraction, sigma): trace(path, fraction, sigma) for _, fraction, sigma in SELECTIONS}
+        traces = {(fraction, sigma): trace(path, fraction, sigma) for _, fraction, sigma in selections}
         for name, fraction, sigma, rule in columns:
             gap, kept, _ = stopping_replay.score(traces[fraction, sigma], rule)
             gaps[name].append(gap)
@@ -235,12 +246,25 @@ def main() -> None:
         "--photons", type=int, nargs="*", help="run: the 40-photon cases at these photon levels instead (same cameras)"
     )
     parser.add_argument("--dip-kwargs", default="{}", help="run: settings for the fit, as quality.py's")
+    parser.add_argument("--bm3d-truth", action="store_true", help="run: clean images BM3D-cleaned first")
+    parser.add_argument(
+        "--patience-fractions",
+        type=float,
+        nargs="*",
+        help="report: the stabilised rule with its patience also these fractions of the best's iteration",
+    )
+    parser.add_argument(
+        "--patience-ceilings",
+        type=float,
+        nargs="*",
+        help="report: the stabilised rule's patience also held while the residual is above these noise variances",
+    )
     parser.add_argument(
         "--stabilised", action="store_true", help="report: replay the variance-stabilised fit's rule instead"
     )
     args = parser.parse_args()
     if args.command == "report":
-        report(args.dir, args.stabilised)
+        report(args.dir, args.stabilised, args.patience_fractions, args.patience_ceilings)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     for seed in args.stack or ():
@@ -254,6 +278,8 @@ def main() -> None:
             cases = [quality.brighter(case, n) for n in args.photons]
         else:
             cases = [case]
+        if args.bm3d_truth:
+            cases = [quality.bm3d_cleaned(c) for c in cases]
         for case in cases:
             if not args.cases or case.name in args.cases:
                 run(case, args.iterations, args.dir, quality.dip_kwargs(case, args))

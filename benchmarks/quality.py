@@ -467,11 +467,7 @@ def selected(args: argparse.Namespace) -> list[Case]:
     if args.smooth_truth:
         cases = [smoothed(c, args.smooth_truth) for c in cases if c.kind == "photon"]
     if args.bm3d_truth:
-        cases = [
-            dataclasses.replace(c, name=f"{c.name}-bm3d", params={**c.params, "bm3d_truth": 1})
-            for c in cases
-            if c.kind == "photon"
-        ]
+        cases = [bm3d_cleaned(c) for c in cases if c.kind == "photon"]
     return [c for c in cases if not args.cases or any(s in c.name for s in args.cases)]
 
 
@@ -481,6 +477,11 @@ def smoothed(case: Case, sigma: float) -> Case:
     simulated photon noise and is scored as signal (a new noise draw: the seed follows the name)."""
     params = {**case.params, "smooth": sigma}
     return dataclasses.replace(case, name=f"{case.name}-g{sigma:g}", params=params)
+
+
+def bm3d_cleaned(case: Case) -> Case:
+    """As ``smoothed``, the clean image BM3D-denoised at its estimated σ instead: its texture kept."""
+    return dataclasses.replace(case, name=f"{case.name}-bm3d", params={**case.params, "bm3d_truth": 1})
 
 
 def run(args: argparse.Namespace) -> None:

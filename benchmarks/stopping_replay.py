@@ -47,6 +47,8 @@ def variance_minimum(
     plateau: tuple[float, float, int] | None = None,
     white: float | None = None,
     overfit: float | None = None,
+    patience_fraction: float = 0.0,
+    patience_ceiling: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -66,7 +68,9 @@ def variance_minimum(
     ``white``; traces without that record (recorded before it) are replayed without it.
     With ``overfit``, the fit also ends (as by the floor) at the first record where that
     correlation has fallen to ``overfit`` (< 0: the output fits the noise's low frequencies).
-    Without these: the fit ends ``patience`` iterations after the best."""
+    Without these: the fit ends ``patience`` iterations after the best, or with
+    ``patience_fraction``, after that fraction of the best's iteration where that is longer;
+    with ``patience_ceiling``, not while the residual is above that many variances."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
@@ -110,7 +114,12 @@ def variance_minimum(
             elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best:
                 return i, i
             best = min(best, s)
-            if i % CHECK == 0 and i - max(kept, since) >= patience:
+            anchor = max(kept, since)
+            fitting = (
+                patience_ceiling is not None
+                and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > patience_ceiling
+            )
+            if i % CHECK == 0 and not fitting and i - anchor >= max(patience, patience_fraction * anchor):
                 return kept, i
         return (kept or len(stat)), len(stat)  # no best: the fit returns its last average
 
@@ -169,10 +178,22 @@ def photon_default(rise: float | None = 0.20, white: float | None = 0.0, overfit
     )
 
 
-def stabilised_default(white: float | None = -0.015) -> RuleFn:
+def stabilised_default(
+    white: float | None = -0.015, patience_fraction: float = 0.0, patience_ceiling: float | None = None
+) -> RuleFn:
     """The engine's rule on the variance-stabilised fit (``fit.STABILISED_RISE``: none,
-    ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white``."""
-    return photon_default(rise=None, white=white, overfit=None)
+    ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white`` and
+    ``patience_fraction``."""
+    return variance_minimum(
+        tolerance=0.01,
+        floor=0.35,
+        growth=2.5,
+        ceiling=1.5,
+        white=white,
+        overfit=None,
+        patience_fraction=patience_fraction,
+        patience_ceiling=patience_ceiling,
+    )
 
 
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).

@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 
 import napari_dip
 from conftest import FAST, psnr
-from napari_dip.fit import PHOTON_OVERFIT, Fit, photon_options
+from napari_dip.fit import PHOTON_OVERFIT, STABILISED_HOLD, Fit, photon_options
 from napari_dip.schedule import WARM_RULE
 from napari_dip.stopping import (
     DEFAULT_RULE,
@@ -262,6 +262,42 @@ def test_ceiling_lets_no_output_count_until_it_is_as_close_to_the_noisy_image_as
     assert run_scripted(risen, 40, residual=(20, 36.0)).index(True) + 1 == 11 and risen.best_iterations == [11]
     held = watched(script, ceiling=1.0, rise=0.1)
     assert run_scripted(held, 40, residual=(20, 36.0)).index(True) + 1 == 16 and held.best_iterations == [16]
+
+
+def test_hold_keeps_a_member_going_while_its_residual_is_above_the_noise():
+    # Lowest statistic at iteration 10, flat above it, a slow new lowest at 30, then a rise.
+    # The average (value i at iteration i) is farther from the noisy value 40 than the noise
+    # (variance 36) until iteration 34: the network is still fitting the image there.
+    script = [np.inf, *np.linspace(1.0, 0.5, 9), *[0.6] * 19, 0.45, *np.linspace(0.6, 2.0, 20)]
+    plain = watched(script)
+    plain.patience = 5
+    assert run_scripted(plain, 50, residual=(40, 36.0)).index(True) + 1 == 15 and plain.best_iterations == [10]
+    held = watched(script, hold=1.0)
+    held.patience = 5
+    done = run_scripted(held, 50, residual=(40, 36.0))
+    # Its patience ends it only once the residual is down to the noise: the new lowest is kept.
+    assert held.best_iterations == [30] and done.index(True) + 1 == 35
+    assert float(held.best_average[0, 0]) == 30
+    # A residual that never comes down to the hold: the patience never ends the member.
+    far = watched(script, hold=1.0)
+    far.patience = 5
+    assert not any(run_scripted(far, 50, residual=(500, 36.0))) and far.best_iterations == [30]
+    # Without the noise variance (NaN) or with hold 0 there is no hold.
+    for rule, residual in ((watched(script, hold=1.0), (40, float("nan"))), (watched(script, hold=0), (40, 36.0))):
+        rule.patience = 5
+        assert run_scripted(rule, 50, residual=residual).index(True) + 1 == 15
+    with pytest.raises(ValueError, match="hold"):
+        watched(script, hold=-1.0)
+
+
+def test_the_stabilised_fit_of_bright_images_holds_its_patience():
+    assert photon_options(0.05, stabilised=True, bright=True)["rule_options"] == {"hold": STABILISED_HOLD}
+    assert "rule_options" not in photon_options(0.05, stabilised=True)  # dim: measured without it
+    assert "rule_options" not in photon_options(0.05, bright=True)  # the plain loss: not measured
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    options = photon_options(0.05, stabilised=True, bright=True)
+    fit = Fit("denoise", image, width=4, iterations=10, device="cpu", stopping="emv", **options)
+    assert fit.rule.hold == STABILISED_HOLD == 1.0
 
 
 def test_fit_ends_at_the_residual_floor_given_the_noise_variance():

@@ -425,7 +425,8 @@ def prepare(
         noise_std = 1.0 if stabilised else math.sqrt(max(model.variance_at(level), 0.0))
         if math.isfinite(noise_std):
             relative = noise_std / float(np.mean(vmap.scale))
-            options.update(photon_options(relative, rule, stabilised=stabilised))
+            bright = model.bright_photons >= AUTO_STABILISE_PHOTONS
+            options.update(photon_options(relative, rule, stabilised=stabilised, bright=bright))
             # Photon-limited images gain from the TV term; natural images' texture loses
             # (BENCHMARKS.md, "Total variation for photon-limited images").
             strength = DENOISE_TV if strength is None else strength

@@ -155,6 +155,18 @@ STABILISED_RISE = None
 #: under the peak (worst 0.56 either way), 5 at 150 photons 1.84 -> 0.10 (worst 8.84 -> 0.22;
 #: BENCHMARKS.md, "Bright images").
 STABILISED_WHITE = -0.015
+#: ... and on bright images (``noise.AUTO_STABILISE_PHOTONS`` or more at the bright end) a
+#: member's patience does not end it while its averaged output's residual is above this many
+#: noise variances (``stopping.Rule``'s ``hold``): finely textured images (coins at 300-600
+#: photons) fit slowly, their statistic finding a new lowest only every 200-700 iterations,
+#: and the patience ended them with the residual at 1.4 variances, 1.5-2.3 dB under their
+#: peaks and under the noisy input. Replayed on one network's saved stabilised runs of 24
+#: bright cases (40-600 photons): 0.45 -> 0.29 dB under the peak on average. End to end on 25
+#: bright cases: +0.21 dB on average, the coins +0.95 to +1.72 (now over the noisy input), the
+#: phantom at 80 photons +2.01; binary blobs, whose gain reads low, lose 0.03-0.60 (still 1.3-1.9
+#: over BM3D+GAT) and run 2-3x longer. A hold at 1.2 lost nothing but gained less (the coins
+#: +0.5 to +0.9, none at 300 photons; BENCHMARKS.md, "Bright textured images").
+STABILISED_HOLD = 1.0
 #: Denoising's total-variation term (DIP-TV), as a multiple of the noise std: weight
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
@@ -173,14 +185,15 @@ def tv_weight(strength: float, noise_variance: float) -> float:
 
 
 def photon_options(
-    relative: float, rule: str | None = DEFAULT_RULE, *, stabilised: bool = False
-) -> dict[str, float | None]:
+    relative: float, rule: str | None = DEFAULT_RULE, *, stabilised: bool = False, bright: bool = False
+) -> dict[str, object]:
     """Fit settings for a photon-limited image (measured so, or a camera's 16-bit counts)
     whose noise std at the median level is ``relative`` times its value range (the [0, 1]
     the network fits), stopped by ``rule`` (the rise was measured for the variance rules
-    only); ``stabilised``: the fit sees the variance-stabilised image (``noise="poisson"``)."""
+    only); ``stabilised``: the fit sees the variance-stabilised image (``noise="poisson"``);
+    ``bright``: its bright end holds ``noise.AUTO_STABILISE_PHOTONS`` photons or more."""
     low, high = PHOTON_INPUT_NOISE
-    options: dict[str, float | None] = {
+    options: dict[str, object] = {
         "ema": PHOTON_EMA,
         "input_noise": min(max(PHOTON_INPUT_NOISE_PER_NOISE * relative, low), high),
     }
@@ -191,6 +204,8 @@ def photon_options(
         options["flat"], options["white"], options["overfit"] = PHOTON_FLAT, PHOTON_WHITE, PHOTON_OVERFIT
         if stabilised:  # the end at a high-passed residual was not measured on this fit
             options["rise"], options["overfit"], options["white"] = STABILISED_RISE, None, STABILISED_WHITE
+            if bright:
+                options["rule_options"] = {"hold": STABILISED_HOLD}
     return options
 
 
