@@ -160,8 +160,8 @@ def test_tolerance_keeps_a_later_output_on_a_flat_statistic():
     assert drift.best_iterations == [4]
 
 
-def watched(script, **kwargs):
-    return Scripted(np.array(script)[:, None], patience=100, **kwargs)
+def watched(script, patience=100, **kwargs):
+    return Scripted(np.array(script)[:, None], patience=patience, **kwargs)
 
 
 def test_floor_ends_a_member_whose_average_comes_too_close_to_the_noisy_image():
@@ -269,23 +269,19 @@ def test_hold_keeps_a_member_going_while_its_residual_is_above_the_noise():
     # The average (value i at iteration i) is farther from the noisy value 40 than the noise
     # (variance 36) until iteration 34: the network is still fitting the image there.
     script = [np.inf, *np.linspace(1.0, 0.5, 9), *[0.6] * 19, 0.45, *np.linspace(0.6, 2.0, 20)]
-    plain = watched(script)
-    plain.patience = 5
+    plain = watched(script, patience=5)
     assert run_scripted(plain, 50, residual=(40, 36.0)).index(True) + 1 == 15 and plain.best_iterations == [10]
-    held = watched(script, hold=1.0)
-    held.patience = 5
+    held = watched(script, patience=5, hold=1.0)
     done = run_scripted(held, 50, residual=(40, 36.0))
     # Its patience ends it only once the residual is down to the noise: the new lowest is kept.
     assert held.best_iterations == [30] and done.index(True) + 1 == 35
     assert float(held.best_average[0, 0]) == 30
     # A residual that never comes down to the hold: the patience never ends the member.
-    far = watched(script, hold=1.0)
-    far.patience = 5
+    far = watched(script, patience=5, hold=1.0)
     assert not any(run_scripted(far, 50, residual=(500, 36.0))) and far.best_iterations == [30]
     # Without the noise variance (NaN) or with hold 0 there is no hold.
-    for rule, residual in ((watched(script, hold=1.0), (40, float("nan"))), (watched(script, hold=0), (40, 36.0))):
-        rule.patience = 5
-        assert run_scripted(rule, 50, residual=residual).index(True) + 1 == 15
+    for hold, variance in ((1.0, float("nan")), (0, 36.0)):
+        assert run_scripted(watched(script, patience=5, hold=hold), 50, residual=(40, variance)).index(True) + 1 == 15
     with pytest.raises(ValueError, match="hold"):
         watched(script, hold=-1.0)
 
