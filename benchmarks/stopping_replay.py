@@ -90,7 +90,8 @@ def variance_minimum(
         bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
         for i, s in enumerate(stat, start=1):
             bests[i] = bests[i - 1]
-            above = ceiling is not None and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > ceiling
+            nearest = ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)]  # the residual's last record
+            above = ceiling is not None and nearest > ceiling
             if above or i < opens:
                 since = max(since, i)  # not fitted yet: as if warming up
                 continue
@@ -115,10 +116,7 @@ def variance_minimum(
                 return i, i
             best = min(best, s)
             anchor = max(kept, since)
-            fitting = (
-                patience_ceiling is not None
-                and ratio[min(max(i // trace["every"] - 1, 0), len(ratio) - 1)] > patience_ceiling
-            )
+            fitting = patience_ceiling is not None and nearest > patience_ceiling
             if i % CHECK == 0 and not fitting and i - anchor >= max(patience, patience_fraction * anchor):
                 return kept, i
         return (kept or len(stat)), len(stat)  # no best: the fit returns its last average
@@ -170,30 +168,22 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
     return rule
 
 
-def photon_default(rise: float | None = 0.20, white: float | None = 0.0, overfit: float | None = -0.05) -> RuleFn:
-    """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
-    ``PHOTON_WHITE``, ``PHOTON_OVERFIT``) with this ``rise``, ``white`` and ``overfit``."""
-    return variance_minimum(
-        tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white, overfit=overfit
-    )
-
-
-def stabilised_default(
-    white: float | None = -0.015, patience_fraction: float = 0.0, patience_ceiling: float | None = None
+def photon_default(
+    rise: float | None = 0.20, white: float | None = 0.0, overfit: float | None = -0.05, **patience: float | None
 ) -> RuleFn:
-    """The engine's rule on the variance-stabilised fit (``fit.STABILISED_RISE``: none,
-    ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white`` and
-    ``patience_fraction``."""
+    """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
+    ``PHOTON_WHITE``, ``PHOTON_OVERFIT``) with this ``rise``, ``white`` and ``overfit``
+    (and ``variance_minimum``'s ``patience_fraction`` or ``patience_ceiling``)."""
     return variance_minimum(
-        tolerance=0.01,
-        floor=0.35,
-        growth=2.5,
-        ceiling=1.5,
-        white=white,
-        overfit=None,
-        patience_fraction=patience_fraction,
-        patience_ceiling=patience_ceiling,
+        tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white, overfit=overfit, **patience
     )
+
+
+def stabilised_default(white: float | None = -0.015, **patience: float | None) -> RuleFn:
+    """The engine's rule on the variance-stabilised fit (``fit.STABILISED_RISE``: none,
+    ``STABILISED_WHITE``, no end at a high-passed residual) with this ``white`` (and
+    ``patience_fraction`` or ``patience_ceiling``, as ``photon_default``)."""
+    return photon_default(rise=None, white=white, overfit=None, **patience)
 
 
 #: The engine's rule outside the photon settings (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``).

@@ -414,9 +414,8 @@ def prepare(
     # (BENCHMARKS.md, "The variance-stabilised fit under the white gate"). Stacks and volumes
     # keep it too: a bright 16-bit stack lost 0.4 dB stabilised (its first plane ended early).
     single = standard.shape[0] == 1 and spatial_dims == 2
-    stabilised = model is not None and (
-        noise == "poisson" or (noise == "auto" and single and model.bright_photons >= AUTO_STABILISE_PHOTONS)
-    )
+    bright = model is not None and model.bright_photons >= AUTO_STABILISE_PHOTONS  # NaN (Gaussian): False
+    stabilised = model is not None and (noise == "poisson" or (noise == "auto" and single and bright))
     vmap = value_map(standard, rgb, known, model if stabilised else None)
     level = _median_level(standard) if model is not None else math.nan
     vmap, float_reason = _result_dtype(vmap, requested, model, level)
@@ -425,7 +424,6 @@ def prepare(
         noise_std = 1.0 if stabilised else math.sqrt(max(model.variance_at(level), 0.0))
         if math.isfinite(noise_std):
             relative = noise_std / float(np.mean(vmap.scale))
-            bright = model.bright_photons >= AUTO_STABILISE_PHOTONS
             options.update(photon_options(relative, rule, stabilised=stabilised, bright=bright))
             # Photon-limited images gain from the TV term; natural images' texture loses
             # (BENCHMARKS.md, "Total variation for photon-limited images").
