@@ -114,6 +114,16 @@ def test_a_warm_plane_takes_the_schedules_rule_settings_over_the_fits():
     # The cold plane takes the fit's rise and (under TV) no ceiling; the warm one the
     # schedule's: no rise, the ceiling at the noise variance.
     assert (cold.rise, cold.ceiling) == (0.2, None) and (warm.rise, warm.ceiling) == (None, 1.0)
+    # A fit's own rule option that WARM_RULE does not set (the bright stabilised fit's
+    # hold) reaches warm planes too; WARM_RULE's own settings still win.
+    sched = Schedule(
+        "denoise", image, width=8, iterations=3, device="cpu", stopping="emv", rule_options={"hold": 1.0, "window": 7}
+    )
+    for step in sched:
+        if step.record.iteration == 1:
+            rules[step.plane] = sched.fit.rule
+    assert rules[0].hold == rules[1].hold == 1.0
+    assert (rules[0].window, rules[1].window) == (7, schedule.WARM_RULE["window"])
 
 
 def test_a_stopped_stack_keeps_finished_planes_and_zeroes_the_rest():

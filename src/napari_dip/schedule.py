@@ -273,7 +273,9 @@ class Schedule:
         image = np.ascontiguousarray(self.image[(unit.plane, slice(None), *unit.region)])
         options = dict(self.options)
         if init is not None and WARM_RULE is not None and isinstance(options.get("stopping"), str):
-            options["rule_options"] = WARM_RULE
+            # Over the fit's own rule options: what WARM_RULE does not set (the bright
+            # stabilised fit's hold) still applies to warm planes.
+            options["rule_options"] = {**(options.get("rule_options") or {}), **WARM_RULE}
         return Fit(self.task, image, init=init, **extra, **options)
 
     # -- running -------------------------------------------------------------------
