@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import napari_dip.fit as fit_module
 from napari_dip.fit import (
     PHOTON_CEILING,
     PHOTON_RISE,
@@ -113,6 +114,28 @@ def test_seeding_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     list(Fit("denoise", small_image(h=16, w=16), width=4, iterations=2, seed=9, device="cpu"))
     np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("shifts", [fit_module.NOISE_SHIFTS, 0])
+def test_each_step_perturbs_the_input_with_fresh_noise_of_the_set_std(monkeypatch, shifts):
+    # On CPU the noise is a window of one bank at a random offset (NOISE_SHIFTS; 0: drawn
+    # fresh each step, as on CUDA): every step must still see new, white noise of the std.
+    monkeypatch.setattr(fit_module, "NOISE_SHIFTS", shifts)
+    fit = Fit("denoise", small_image(h=40, w=40), width=8, iterations=6, input_noise=0.05, ensemble=2, device="cpu")
+    assert (fit._noise_bank is not None) == (shifts > 0)
+    draws = []
+    for _ in fit:
+        draws.append((fit._z_noisy - fit._z).flatten().double() / 0.05)
+    for a, b in itertools.combinations(draws, 2):
+        assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.03  # another draw each step
+    for d in draws:
+        assert abs(d.std() - 1) < 0.03 and abs(d.mean()) < 0.03
+        # white over pixels and channels, whatever the layout
+        assert abs(torch.corrcoef(torch.stack([d[1:], d[:-1]]))[0, 1]) < 0.03
+    # Seeded: the same draws again.
+    again = Fit("denoise", small_image(h=40, w=40), width=8, iterations=6, input_noise=0.05, ensemble=2, device="cpu")
+    list(again)
+    np.testing.assert_array_equal(again.result(), fit.result())
 
 
 def test_inpaint_result_keeps_known_pixels():

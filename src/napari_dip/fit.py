@@ -16,6 +16,7 @@ import copy
 import ctypes
 import math
 import platform
+import random
 import threading
 import time
 import warnings
@@ -47,6 +48,13 @@ NET_INPUTS = ("noise", "meshgrid")
 COMPILE_DEVICES: tuple[str, ...] = ()
 #: Eager steps before a CUDA graph is captured (cuDNN autotuning, Adam state).
 GRAPH_WARMUP = 3
+#: On a CPU each step's input noise is a window of one bank of normal draws, at a random
+#: offset of up to this many values: drawing ~300k normals took ~2 ms of a ~40 ms width-32
+#: step at 96² (the reference's step draws them too); a window is a view. A new offset moves
+#: every value to another channel or pixel, so each input still sees fresh noise (measured
+#: level with fresh draws: BENCHMARKS.md). On CUDA the draw is cheap, and a CUDA graph
+#: needs one buffer: fresh draws there (and on a CPU with 0).
+NOISE_SHIFTS = 2**20
 #: Iterations between two checks of the stopping rule (each one a host sync).
 STOP_CHECK_EVERY = 25
 #: Seconds between previews when ``preview_every`` is None.
@@ -770,8 +778,14 @@ class Fit:
         # a channels-last tensor takes a serial path, ~10x slower on CPU.
         self._z = self.net.arrange(z.to(dev)) if grouped else z.to(dev).contiguous(memory_format=fmt)
         self._noise_gen = torch.Generator(device=dev).manual_seed(self.seed + 2)
-        self._noise = torch.empty_like(self._z) if self.input_noise > 0 else None
-        self._noise_draw = None if self._noise is None else _dense_view(self._noise)
+        self._noise = self._noise_draw = self._noise_bank = None
+        if self.input_noise > 0 and dev.type == "cpu" and NOISE_SHIFTS > 0:
+            size = self._z.numel()
+            self._noise_bank = torch.randn(size + min(size, NOISE_SHIFTS), generator=self._noise_gen)
+            self._noise_shift = random.Random(self.seed + 3)
+        elif self.input_noise > 0:
+            self._noise = torch.empty_like(self._z)
+            self._noise_draw = _dense_view(self._noise)
         self._z_noisy = torch.empty_like(self._z) if self.input_noise > 0 else self._z
         self._average = torch.zeros((members, channels, *self.canvas), device=dev)
         # ema**t on the device: the average is normalised as Adam's moments are, so that it
@@ -859,7 +873,11 @@ class Fit:
     def _step(self) -> None:
         """One Adam step; device work only, so that a CUDA graph can capture it."""
         z = self._z_noisy
-        if self._noise is not None:
+        if self._noise_bank is not None:
+            shift = self._noise_shift.randrange(self._noise_bank.numel() - z.numel() + 1)
+            noise = self._noise_bank.as_strided(z.shape, z.stride(), shift)  # z's dense layout
+            torch.add(self._z, noise, alpha=self.input_noise, out=z)
+        elif self._noise is not None:
             self._noise_draw.normal_(generator=self._noise_gen)
             torch.add(self._z, self._noise, alpha=self.input_noise, out=z)
         # No autocast cache: a CUDA graph must not capture cached casts of the weights.
@@ -903,6 +921,7 @@ class Fit:
         network takes over: the same step as if never compiled (the failure comes before
         any update; the input noise is drawn again)."""
         noise_state = self._noise_gen.get_state()
+        shift_state = self._noise_shift.getstate() if self._noise_bank is not None else None
         try:
             self._step()
         except torch.OutOfMemoryError:
@@ -912,6 +931,8 @@ class Fit:
             self._forward = self.net
             self.compiled = False
             self._noise_gen.set_state(noise_state)
+            if shift_state is not None:
+                self._noise_shift.setstate(shift_state)
             self._step()
 
     def _advance(self) -> None:

@@ -143,6 +143,8 @@ def _simulate_step(spec: _Spec, canvas: tuple[int, ...], run_on: torch.device, s
         moments = [torch.zeros_like(p) for p in params for _ in range(2)]  # Adam's m and v
         stride = net.input_stride if spec.input_stride is None else spec.input_stride
         z_shape = (1, spec.in_channels, *(n // stride for n in canvas))
+        # On a CPU the noise is a bank of draws up to 2**20 values (4 MB) larger than z
+        # (fit.NOISE_SHIFTS): left out, as it does not grow with the image.
         z, noise, z_noisy = torch.zeros(z_shape), torch.zeros(z_shape), torch.zeros(z_shape)
         target = torch.zeros(1, spec.out_channels, *canvas)
         torch.add(z, noise, alpha=0.03, out=z_noisy)
