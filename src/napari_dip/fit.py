@@ -51,10 +51,9 @@ GRAPH_WARMUP = 3
 #: On a CPU each step's input noise is a window of one bank of normal draws, at a random
 #: offset of up to this many values: drawing ~300k normals took 1-2 ms of a 14-40 ms width-32
 #: step at 96² (8 % on a 2-core EPYC; the reference's step draws them too); a window is a
-#: view. A new offset moves
-#: every value to another channel or pixel, so each input still sees fresh noise (measured
-#: level with fresh draws: BENCHMARKS.md). On CUDA the draw is cheap, and a CUDA graph
-#: needs one buffer: fresh draws there (and on a CPU with 0).
+#: view. A new offset moves every value to another channel or pixel, so each input still
+#: sees fresh noise (measured level with fresh draws: BENCHMARKS.md). On CUDA the draw is
+#: cheap, and a CUDA graph needs one buffer: fresh draws there (and on a CPU with 0).
 NOISE_SHIFTS = 2**20
 #: Iterations between two checks of the stopping rule (each one a host sync).
 STOP_CHECK_EVERY = 25
