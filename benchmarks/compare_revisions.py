@@ -5,6 +5,7 @@ The revision's ``src/napari_dip`` is extracted with ``git archive`` into a tempo
 folder as the package ``napari_dip_<rev>``. Ratios are to the reference: the sum of
 times and the median of the per-turn ratios.
 Run: python benchmarks/compare_revisions.py b98b296 [--size 96] [--width 32] [--rgb]
+[--precisions float32 bfloat16]
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
     p.add_argument("--rgb", action="store_true", help="the astronaut crop instead of camera")
     p.add_argument("--turns", type=int, default=40)
     p.add_argument("--block", type=int, default=5, help="iterations each fit runs in its turn")
+    p.add_argument(
+        "--precisions", nargs="+", default=["float32"], help="this tree's fit in each (the revision's: float32)"
+    )
     args = p.parse_args()
     noisy = _noisy(_images(args.size)["astronaut" if args.rgb else "camera"], 0)
     with tempfile.TemporaryDirectory() as folder:
@@ -56,8 +60,10 @@ def main() -> None:
         fits = {
             "reference": reference_steps(noisy, 10**6, width=args.width),
             args.revision: iter(_revision_fit(args.revision, Path(folder))("denoise", noisy, **options)),
-            "this tree": iter(Fit("denoise", noisy, **options)),
         }
+        for precision in args.precisions:
+            key = "this tree" if args.precisions == ["float32"] else f"tree {precision}"
+            fits[key] = iter(Fit("denoise", noisy, **{**options, "precision": precision}))
         for steps in fits.values():  # set-up and first calls apart
             for _ in range(10):
                 next(steps)

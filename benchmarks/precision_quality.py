@@ -1,7 +1,7 @@
 """bfloat16 against float32 at the end of a default fit: `denoise` with automatic
 stopping (σ = 25) on crops of scikit-image samples, same seed, both precisions; PSNR
 of the returned image, iterations, seconds. Decides whether precision="auto" may pick
-bfloat16 (CPUs with AMX).
+bfloat16 (CPUs with AMX or AVX-512 BF16).
 
     python benchmarks/precision_quality.py --size 96 --width 32 --out results/precision_quality.jsonl
 """

@@ -238,6 +238,26 @@ def test_bfloat16_layers_restore_as_well_as_float32():
         resolve_precision("half", torch.device("cpu"))
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "width", "expected"),
+    [
+        (True, False, 128, "bfloat16"),
+        (False, True, 128, "bfloat16"),  # AVX-512 BF16 (e.g. AMD Zen 4/5): 0.56x the reference
+        (False, True, 32, "float32"),  # small convolutions: slower in bfloat16 there
+        (False, False, 128, "float32"),  # emulated bfloat16 is slower than float32
+    ],
+)
+def test_auto_precision_takes_bfloat16_only_where_the_cpu_multiplies_it(monkeypatch, amx, avx512_bf16, width, expected):
+    from napari_dip.fit import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu"), width=width) == expected
+    assert resolve_precision("auto", torch.device("meta"), width=width) == "float32"  # not a CPU
+    assert resolve_precision("float32", torch.device("cpu"), width=width) == "float32"
+
+
 def test_the_average_weighs_the_outputs_so_far_and_nothing_else():
     """Normalised as Adam's moments are: sum_k (1-e) e^(t-k) out_k / (1 - e^t), so the
     untrained first output fades like any other instead of seeding the average."""

@@ -298,21 +298,31 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-#: From this width on, "auto" takes bfloat16 on CPUs with AMX: there the convolutions
-#: dominate and a step runs 1.5-1.7x faster, ending within 0.11 dB of float32 after 600
-#: iterations; at width 32 a step gains 0.9x at most (BENCHMARKS.md, "Precision on CPU").
+#: From this width on, "auto" takes bfloat16 on CPUs with bfloat16 arithmetic (AMX tiles or
+#: AVX-512 BF16): there the convolutions dominate and a step runs 1.5-1.7x faster, its oracle
+#: peak 0.11 dB lower on average (less than another seed moves it); at width 32 a step gains
+#: 0.9x at most with AMX and nothing, or loses, with AVX-512 BF16 (BENCHMARKS.md, "Precision
+#: on CPU").
 BFLOAT16_MIN_WIDTH = 128
 
 
+def _cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16) and oneDNN,
+    which runs the convolutions, is there; elsewhere bfloat16 is emulated and slower."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    native = any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return native and torch.backends.mkldnn.is_available()
+
+
 def resolve_precision(precision: str, device: torch.device, width: int = 128) -> str:
-    """The precision "auto" stands for: bfloat16 on CPUs with AMX tiles for networks of
-    ``BFLOAT16_MIN_WIDTH`` channels or more, else float32 (GPUs: until measured there)."""
+    """The precision "auto" stands for: bfloat16 on CPUs with native bfloat16 arithmetic for
+    networks of ``BFLOAT16_MIN_WIDTH`` channels or more, else float32 (GPUs: until measured
+    there)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    fast = device.type == "cpu" and amx() and torch.backends.mkldnn.is_available()
+    fast = device.type == "cpu" and _cpu_has_bfloat16()
     return "bfloat16" if fast and width >= BFLOAT16_MIN_WIDTH else "float32"
 
 
@@ -592,8 +602,8 @@ class Fit:
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network's layers. "bfloat16" runs them under autocast (the
         output layer, the loss, Adam and the averaged output stay float32); "auto" takes
-        it on CPUs with AMX tiles at width 128 and more, where oneDNN's bfloat16
-        convolutions make a step 1.5x faster (BENCHMARKS.md), and float32 elsewhere.
+        it on CPUs with AMX tiles or AVX-512 BF16 at width 128 and more, where oneDNN's
+        bfloat16 convolutions make a step 1.5x faster (BENCHMARKS.md), and float32 elsewhere.
     ensemble : int
         Members: this many networks with their own seeds (weights and z) fitted at
         once in one batched call (skip networks on CPU: ``networks.GroupedEnsemble``, one
