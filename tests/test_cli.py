@@ -36,6 +36,27 @@ def test_denoise_stops_automatically_and_says_where(tmp_path, noisy_camera, caps
     assert re.search(pattern, err), err
 
 
+@pytest.mark.parametrize(
+    ("native", "width", "precision", "said"),
+    [
+        (True, 128, "auto", True),
+        (True, 32, "auto", False),  # small networks stay float32
+        (False, 128, "auto", False),  # emulated bfloat16 would be slower
+        (True, 128, "float32", False),
+    ],
+)
+def test_the_command_says_when_auto_chose_bfloat16(
+    tmp_path, noisy_camera, capsys, monkeypatch, native, width, precision, said
+):
+    import napari_dip.fit
+
+    monkeypatch.setattr(napari_dip.fit, "_cpu_has_bfloat16", lambda: native)
+    iio.imwrite(tmp_path / "noisy.png", noisy_camera[:32, :32])
+    args = ["denoise", str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), "--iterations", "2", "--ensemble", "1"]
+    assert main([*args, "--width", str(width), "--precision", precision, "--device", "cpu", "--quiet"]) == 0
+    assert ("precision: bfloat16 layers" in capsys.readouterr().err) == said
+
+
 def test_progress_bar_goes_to_stderr(tmp_path, noisy_camera, capsys):
     iio.imwrite(tmp_path / "noisy.png", noisy_camera)
     args = ["denoise", str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), "--iterations", "3"]

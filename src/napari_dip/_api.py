@@ -248,6 +248,18 @@ class Job:
             return None
         return self.noise.describe() + ("; the fit runs on the variance-stabilised image" if self.stabilised else "")
 
+    def describe_precision(self) -> str | None:
+        """A line when ``precision="auto"`` chose bfloat16 layers (for the CLI and the
+        widget), None when the layers run in float32 or bfloat16 was asked for."""
+        from .fit import resolve_precision
+
+        options = self.schedule.options
+        if options.get("precision", "auto") != "auto":
+            return None
+        if resolve_precision("auto", options["device"], int(options["width"])) != "bfloat16":
+            return None
+        return "bfloat16 layers (this CPU multiplies bfloat16 natively: ~1.6x faster; precision float32 turns it off)"
+
     @property
     def fit(self) -> Fit | None:
         """The fit of the plane (or tile) being restored, None between two."""

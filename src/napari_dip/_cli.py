@@ -400,6 +400,8 @@ def _run(task: str, args: argparse.Namespace, interrupts: _Interrupts, image: np
         print(f"ensemble: {schedule.options['ensemble']} networks, their results averaged", file=sys.stderr)
     if job.float_reason is not None:
         print(job.float_reason, file=sys.stderr)
+    if (precision := job.describe_precision()) is not None:
+        print(f"precision: {precision}", file=sys.stderr)
     progress = _Progress(args.quiet, interrupts)
     interrupts.keep_partial, interrupts.in_fit = args.keep_partial, True
     start = time.perf_counter()

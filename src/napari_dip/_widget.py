@@ -394,7 +394,9 @@ class DeepImagePriorWidget(QWidget):
         noise = f"; noise: {job.describe_noise()}" if job.noise is not None else ""
         members = schedule.options.get("ensemble", 1)
         ensemble = f" ({members} networks)" if members > 1 else ""
-        self.status.value = f"starting{what} on {device}{ensemble} …{noise}"
+        bfloat16 = job.describe_precision()
+        precision = f"; {bfloat16}" if bfloat16 is not None else ""
+        self.status.value = f"starting{what} on {device}{ensemble} …{noise}{precision}"
         self._watch_window()
         worker.start()
 
