@@ -4,7 +4,7 @@ Same image, noise, width and iterations, the fits stepping in turn (``--block``
 iterations each), so that a shared machine's drifting speed meets all alike; reports
 PSNR of both and the time per iteration, for our fit in each of ``--precisions``
 (float32, and bfloat16 under autocast, which ``precision="auto"`` takes on CPUs with
-AMX or AVX-512 BF16 from width 128), and the ratios. ``--isolated N`` runs each fit
+AMX or AVX-512 BF16 from width 64), and the ratios. ``--isolated N`` runs each fit
 alone in a fresh process instead.
 Run: python benchmarks/compare_reference.py [--size 128] [--width 32] [--out results.jsonl]
 """

@@ -243,6 +243,7 @@ def test_bfloat16_layers_restore_as_well_as_float32():
     [
         (True, False, 128, "bfloat16"),
         (False, True, 128, "bfloat16"),  # AVX-512 BF16 (e.g. AMD Zen 4/5): 0.56x the reference
+        (False, True, 64, "bfloat16"),  # 0.59x the reference, float32 0.75x
         (False, True, 32, "float32"),  # small convolutions: slower in bfloat16 there
         (False, False, 128, "float32"),  # emulated bfloat16 is slower than float32
     ],

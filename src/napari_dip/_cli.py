@@ -70,7 +70,7 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         default="auto",
         choices=PRECISIONS,
         help="the network's arithmetic (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16 "
-        "from width 128, else float32)",
+        "from width 64, else float32)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(

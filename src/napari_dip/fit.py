@@ -299,11 +299,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 #: From this width on, "auto" takes bfloat16 on CPUs with bfloat16 arithmetic (AMX tiles or
-#: AVX-512 BF16): there the convolutions dominate and a step runs 1.5-1.7x faster, its oracle
-#: peak 0.11 dB lower on average (less than another seed moves it); at width 32 a step gains
-#: 0.9x at most with AMX and nothing, or loses, with AVX-512 BF16 (BENCHMARKS.md, "Precision
-#: on CPU").
-BFLOAT16_MIN_WIDTH = 128
+#: AVX-512 BF16): there the convolutions dominate and a step runs 1.3-1.7x faster (width 64
+#: and 128, one network or two grouped, volumes 2.2x), its oracle peak 0.03 (width 64) and
+#: 0.11 dB (128) lower on average, less than another seed moves it. At width 32 a step gains
+#: 0.9x at most with AMX and nothing, or loses, with AVX-512 BF16 on one network
+#: (BENCHMARKS.md, "Precision on CPU").
+BFLOAT16_MIN_WIDTH = 64
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -602,8 +603,8 @@ class Fit:
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network's layers. "bfloat16" runs them under autocast (the
         output layer, the loss, Adam and the averaged output stay float32); "auto" takes
-        it on CPUs with AMX tiles or AVX-512 BF16 at width 128 and more, where oneDNN's
-        bfloat16 convolutions make a step 1.5x faster (BENCHMARKS.md), and float32 elsewhere.
+        it on CPUs with AMX tiles or AVX-512 BF16 at width 64 and more, where oneDNN's
+        bfloat16 convolutions make a step 1.3-1.7x faster (BENCHMARKS.md), and float32 elsewhere.
     ensemble : int
         Members: this many networks with their own seeds (weights and z) fitted at
         once in one batched call (skip networks on CPU: ``networks.GroupedEnsemble``, one
