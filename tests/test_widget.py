@@ -62,6 +62,20 @@ def test_fine_photon_noise_lands_as_float32_and_the_status_says_why(dock, qtbot)
     assert viewer.layers["dim denoised [1]"].data.dtype == np.uint16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_the_status_and_the_layer_say_when_auto_chose_bfloat16(dock, qtbot, monkeypatch, native):
+    import napari_dip.fit
+
+    monkeypatch.setattr(napari_dip.fit, "_cpu_has_bfloat16", lambda: native)
+    viewer, widget = dock
+    viewer.add_image(gradient(), name="cells")
+    widget.reset_choices()
+    widget.width.value = 64  # bfloat16 from this width on CPUs that multiply it natively
+    run(qtbot, widget, iterations=2)
+    assert viewer.layers["cells denoised"].metadata["napari_dip"]["precision"] == ("bfloat16" if native else "float32")
+    assert ("bfloat16 layers" in widget.status.value) == native, widget.status.value
+
+
 def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):
     viewer, widget = dock
     data = gradient()

@@ -248,15 +248,18 @@ class Job:
             return None
         return self.noise.describe() + ("; the fit runs on the variance-stabilised image" if self.stabilised else "")
 
-    def describe_precision(self) -> str | None:
-        """A line when ``precision="auto"`` chose bfloat16 layers (for the CLI and the
-        widget), None when the layers run in float32 or bfloat16 was asked for."""
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the network's layers, "auto" resolved (``fit.resolve_precision``)."""
         from .fit import resolve_precision
 
         options = self.schedule.options
-        if options.get("precision", "auto") != "auto":
-            return None
-        if resolve_precision("auto", options["device"], int(options["width"])) != "bfloat16":
+        return resolve_precision(options.get("precision", "auto"), options["device"], int(options["width"]))
+
+    def describe_precision(self) -> str | None:
+        """A line when ``precision="auto"`` chose bfloat16 layers (for the CLI and the
+        widget), None when the layers run in float32 or bfloat16 was asked for."""
+        if self.schedule.options.get("precision", "auto") != "auto" or self.precision != "bfloat16":
             return None
         return "bfloat16 layers (this CPU multiplies bfloat16 natively: ~1.6x faster; precision float32 turns it off)"
 

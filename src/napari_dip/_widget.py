@@ -469,6 +469,7 @@ class DeepImagePriorWidget(QWidget):
             "ensemble": job.schedule.options.get("ensemble", 1),
             "tv_weight": job.schedule.options.get("tv", 0.0),  # against the mean squared error in [0, 1]
             "dtype": job.value_map.dtype.name,
+            "precision": job.precision,
         }
         if job.noise is not None:
             report["noise"] = {**job.noise.as_dict(), "stabilised": job.stabilised}
@@ -576,6 +577,8 @@ class DeepImagePriorWidget(QWidget):
             self.status.value += f"; noise: {job.describe_noise()}"
         if job.float_reason is not None:
             self.status.value += f"; {job.float_reason}"
+        if (bfloat16 := job.describe_precision()) is not None:
+            self.status.value += f"; {bfloat16}"
 
     def _finish_one(self, job: Job, output: Output, seconds: float) -> None:
         """One image (or volume), maybe in tiles: finished, or stopped with its result so far."""
