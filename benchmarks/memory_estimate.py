@@ -5,7 +5,7 @@ peak, before ``DEVICE_OVERHEAD``) against the peak RSS growth of a real ``Fit``
 running a few denoising steps in a fresh subprocess (``ru_maxrss`` minus the RSS
 after imports and a tiny warm-up fit). Run from the repository root:
 
-    python benchmarks/memory_estimate.py [--quick] [--steps 3]
+    python benchmarks/memory_estimate.py [--quick] [--steps 3] [--precision bfloat16]
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import json, resource, sys
 import numpy as np
 from napari_dip.fit import Fit
 
-network, size, width, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+network, size, width, steps, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 image = np.random.default_rng(0).random((3, size, size), dtype=np.float32)
 # Warm-up: oneDNN primitives, thread pools and lazy imports are not the fit's memory.
 for _ in Fit("denoise", image[:, :128, :128], network=network, width=8, iterations=2, device="cpu"):
     pass
 with open("/proc/self/statm") as statm:
     base = int(statm.read().split()[1]) * resource.getpagesize()
-fit = Fit("denoise", image, network=network, width=width, iterations=steps, device="cpu")
+fit = Fit("denoise", image, network=network, width=width, iterations=steps, device="cpu", precision=precision)
 for _ in fit:
     pass
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -44,10 +44,10 @@ FULL = [
 QUICK = [("skip", 128, 32), ("skip", 256, 64), ("skip", 512, 64), ("unet", 256, 64), ("deep-decoder", 256, 64)]
 
 
-def measure(network: str, size: int, width: int, steps: int) -> tuple[tuple[int, ...], int]:
+def measure(network: str, size: int, width: int, steps: int, precision: str) -> tuple[tuple[int, ...], int]:
     """Canvas and peak RSS growth of a real fit, in a fresh process."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, network, str(size), str(width), str(steps)],
+        [sys.executable, "-c", CHILD, network, str(size), str(width), str(steps), precision],
         check=True,
         capture_output=True,
         text=True,
@@ -60,6 +60,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few small cases only")
     parser.add_argument("--steps", type=int, default=3, help="fit iterations per measurement")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        help="the real fits' (the estimate counts float32 layers; 'auto' may take bfloat16 on this CPU)",
+    )
     parser.add_argument("--cache", help="JSON file of measurements to reuse and extend (to re-tune the model)")
     args = parser.parse_args()
     cache: dict[str, list] = {}
@@ -73,9 +78,9 @@ def main() -> None:
     print(f"{'network':16} {'canvas':>10} {'width':>5} {'sim MB':>9} {'est MB':>9} {'RSS MB':>9} "
           f"{'est/RSS':>7} {'sim/RSS':>7} {'est s':>6}")  # fmt: skip
     for network, size, width in QUICK if args.quick else FULL:
-        key = f"{network} {size} {width} {args.steps}"
+        key = f"{network} {size} {width} {args.steps}" + ("" if args.precision == "float32" else f" {args.precision}")
         if key not in cache:
-            cache[key] = measure(network, size, width, args.steps)
+            cache[key] = measure(network, size, width, args.steps, args.precision)
             if args.cache:
                 with open(args.cache, "w") as file:
                     json.dump(cache, file)
