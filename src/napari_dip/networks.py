@@ -550,19 +550,23 @@ class DeepDecoder(Prior):
         self.min_size = (2**levels,) * 2
         layers: list[nn.Module] = []
         c = in_channels
+        # oneDNN's own 1x1 convolutions, not _PointwiseConv2d's matrix products: in this
+        # net of nothing else those took 2x the time and memory on CPU (256², width 64:
+        # 130 against 62 ms and 276 against 169 MB a step, BENCHMARKS.md).
+        pointwise = functools.partial(nn.Conv2d, kernel_size=1)
         for _ in range(levels):
             layers += [
                 nn.Upsample(scale_factor=2, mode="bilinear"),
-                _conv(c, width, 1),
+                pointwise(c, width),
                 nn.ReLU(inplace=True),
                 nn.BatchNorm2d(width),
             ]
             c = width
         layers += [
-            _conv(width, width, 1),
+            pointwise(width, width),
             nn.ReLU(inplace=True),
             nn.BatchNorm2d(width),
-            _conv(width, out_channels, 1),
+            pointwise(width, out_channels),
             nn.Sigmoid(),
         ]
         self.body = nn.Sequential(*layers)
