@@ -64,7 +64,9 @@ class _PointwiseConv2d(nn.Conv2d):
     """A 1x1 convolution that runs a channels-last CPU input of 2048 pixels or more as one
     matrix product over its channels (a free view): oneDNN's 1x1 convolution took twice
     as long forward and back (32 to 32 channels at 96²: 2.9 against 1.4 ms on a 2-core
-    CPU; at 24² and below the convolution is the faster one). Same layer, same weights."""
+    CPU; at 24² and below the convolution is the faster one). Same layer, same weights.
+    Its output is then a permuted view: an in-place operation right after it makes
+    autograd copy the whole tensor (the Deep Decoder's in-place ReLU cost 2x)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
@@ -550,9 +552,11 @@ class DeepDecoder(Prior):
         self.min_size = (2**levels,) * 2
         layers: list[nn.Module] = []
         c = in_channels
-        # oneDNN's own 1x1 convolutions, not _PointwiseConv2d's matrix products: in this
-        # net of nothing else those took 2x the time and memory on CPU (256², width 64:
-        # 130 against 62 ms and 276 against 169 MB a step, BENCHMARKS.md).
+        # oneDNN's own 1x1 convolutions, not _PointwiseConv2d's matrix products: their
+        # output is a permuted view, and the in-place ReLU on it makes autograd copy the
+        # whole tensor back; in this net of nothing else they took 2x the time and memory
+        # on CPU (256², width 64: 130 against 62 ms, 276 against 169 MB a step), and even
+        # without the in-place ReLU they were the slower (BENCHMARKS.md).
         pointwise = functools.partial(nn.Conv2d, kernel_size=1)
         for _ in range(levels):
             layers += [
