@@ -4,6 +4,7 @@
     python benchmarks/wiener_pass.py report --split tune --blocks 8 12 16 --scales 0.7 1
     python benchmarks/wiener_pass.py report --split check blind   # the defaults only
     python benchmarks/wiener_pass.py report --split blind --bm3d-stage  # and BM3D's own stage
+    python benchmarks/wiener_pass.py report --split check blind --sure --radii 0 4 8  # blended by SURE
 
 The pass: in every ``block`` x ``block`` window of the noisy image (all shifts) the
 orthonormal 2-D DCT coefficients ``Y`` are shrunk by ``P² / (P² + s·σ²)``, ``P`` the
@@ -55,13 +56,16 @@ def dct_matrix(n: int) -> torch.Tensor:
     return basis.float()
 
 
-def wiener(noisy: torch.Tensor, pilot: torch.Tensor, variance: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+def wiener(
+    noisy: torch.Tensor, pilot: torch.Tensor, variance: torch.Tensor, block: int = BLOCK, diagonal: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The pass on (N, H, W) images (variance the same shape): separable convolutions give
     every window's coefficients (b³ multiplications a pixel, not b⁴), their adjoints put the
-    windows back; strips of window rows bound the memory."""
+    windows back; strips of window rows bound the memory. With ``diagonal`` also the diagonal
+    of the pass as a linear map of the noisy image (the pilot fixed): ∂out_i/∂noisy_i, for SURE."""
     n, h, w = noisy.shape
     if h < block or w < block:
-        return pilot.clone()
+        return (pilot.clone(), torch.zeros_like(pilot)) if diagonal else pilot.clone()
     d = dct_matrix(block)
     rows = d[:, None, :, None].contiguous()  # (b, 1, b, 1): along H
     cols = d[:, None, None, :].repeat(block, 1, 1, 1)  # (b², 1, 1, b): along W, per H frequency
@@ -70,14 +74,15 @@ def wiener(noisy: torch.Tensor, pilot: torch.Tensor, variance: torch.Tensor, blo
     def forward(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(x, rows), cols, groups=block)
 
-    def back(c: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(F.conv_transpose2d(c, cols, groups=block), rows)
+    def back(c: torch.Tensor, r: torch.Tensor = rows, k: torch.Tensor = cols) -> torch.Tensor:
+        return F.conv_transpose2d(F.conv_transpose2d(c, k, groups=block), r)
 
     out = torch.empty(n, h, w)
+    diag = torch.empty(n, h, w)
     strip = max(1, STRIP_BYTES // (16 * block * block * (w - block + 1)))
     for i in range(n):
         y, p, v = (t[i][None, None] for t in (noisy, pilot, variance))
-        total, weight = torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w)
+        total, weight, on_diag = torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w)
         for top in range(0, h - block + 1, strip):
             bottom = min(top + strip, h - block + 1) + block - 1
             cy, cp = forward(y[..., top:bottom, :]), forward(p[..., top:bottom, :])
@@ -86,8 +91,12 @@ def wiener(noisy: torch.Tensor, pilot: torch.Tensor, variance: torch.Tensor, blo
             trust = 1.0 / (sigma2 * shrink.square().sum(dim=1, keepdim=True)).clamp_min(1e-12)
             total[..., top:bottom, :] += back(shrink * cy * trust)
             weight[..., top:bottom, :] += F.conv_transpose2d(trust, ones)
+            if diagonal:  # a window's map is Dᵀ diag(shrink) D: its diagonal takes D's squares
+                on_diag[..., top:bottom, :] += back(shrink * trust, rows.square(), cols.square())
         out[i] = (total / weight)[0, 0]
-    return out
+        if diagonal:
+            diag[i] = (on_diag / weight)[0, 0]
+    return (out, diag) if diagonal else out
 
 
 def selected(args: argparse.Namespace) -> list[quality.Case]:
@@ -116,18 +125,45 @@ def pilots(args: argparse.Namespace) -> None:
         print(f"{case.name}: {quality.psnr(case, clean, out):.3f} dB in {seconds:.0f} s", flush=True)
 
 
-def passed(noisy: np.ndarray, pilot: np.ndarray, noise: dict, block: int, scale: float) -> np.ndarray:
-    """The pass in the image's units: variance ``gain · pilot + baseline`` (``NoiseModel``)."""
+def noise_variance(pilot: np.ndarray, noise: dict) -> np.ndarray:
+    """The measured noise model's variance at the pilot's level, ``gain · pilot + baseline``."""
     gain = noise["gain"] if noise["kind"] == "poisson" else 0.0
-    variance = np.maximum(gain * pilot.astype(np.float64) + noise["baseline"], 0.0) * scale
+    return np.maximum(gain * pilot.astype(np.float64) + noise["baseline"], 0.0)
+
+
+def passed(
+    noisy: np.ndarray, pilot: np.ndarray, noise: dict, block: int, scale: float, diagonal: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The pass in the image's units (and with ``diagonal`` its map's diagonal)."""
+    variance = noise_variance(pilot, noise) * scale
     planes = [np.asarray(a, np.float32) for a in (noisy, pilot, variance)]
     if noisy.ndim == 3:  # colour last: one plane a channel
         planes = [np.moveaxis(a, -1, 0) for a in planes]
     else:
         planes = [a[None] for a in planes]
     with torch.no_grad():
-        out = wiener(*(torch.from_numpy(np.ascontiguousarray(a)) for a in planes), block=block).numpy()
-    return np.moveaxis(out, 0, -1) if noisy.ndim == 3 else out[0]
+        got = wiener(*(torch.from_numpy(np.ascontiguousarray(a)) for a in planes), block=block, diagonal=diagonal)
+    outs = [t.numpy() for t in got] if diagonal else [got.numpy()]
+    outs = [np.moveaxis(o, 0, -1) if noisy.ndim == 3 else o[0] for o in outs]
+    return tuple(outs) if diagonal else outs[0]
+
+
+def sure_blend(
+    noisy: np.ndarray, pilot: np.ndarray, out: np.ndarray, diag: np.ndarray, variance: np.ndarray, radius: float = 0
+) -> tuple[np.ndarray, float]:
+    """``pilot + λ (out − pilot)`` with λ in [0, 1] minimising SURE, the pilot taken as fixed
+    (its own divergence left out): over the image, or per pixel over a Gaussian window."""
+    from scipy.ndimage import gaussian_filter
+
+    r, d = noisy - pilot, out - pilot
+    terms = [r * d - variance * diag, d * d]
+    if radius:
+        sig = (radius, radius, 0) if noisy.ndim == 3 else radius
+        num, den = (gaussian_filter(t, sig) for t in terms)
+        lam = np.clip(num / np.maximum(den, 1e-12), 0, 1)
+        return pilot + lam * d, float(lam.mean())
+    lam = float(np.clip(terms[0].sum() / max(terms[1].sum(), 1e-12), 0, 1))
+    return pilot + lam * d, lam
 
 
 def bm3d_stage(case: quality.Case, noisy: np.ndarray, pilot: np.ndarray) -> np.ndarray:
@@ -154,6 +190,27 @@ def report(args: argparse.Namespace) -> None:
         if args.bm3d_stage and noisy.ndim == 2:
             after = quality.psnr(case, clean, bm3d_stage(case, noisy, pilot.astype(np.float64)))
             print(f"{case.name}: BM3D's second stage {before:.3f} -> {after:.3f} ({after - before:+.3f})")
+        if args.sure:
+            variance = noise_variance(pilot, noise)
+            out, diag = passed(noisy, pilot, noise, args.blocks[0], args.scales[0], diagonal=True)
+            alone = quality.psnr(case, clean, out) - before
+            line = [f"{case.name:22} {case.split:8} dip {before:7.3f} pass {alone:+.3f}"]
+            for radius in args.radii:
+                blended, lam = sure_blend(noisy, pilot.astype(np.float64), out, diag, variance, radius)
+                gain = quality.psnr(case, clean, blended) - before
+                line.append(f"r{radius:g} {gain:+.3f} (λ {lam:.2f})")
+                rows.append(
+                    {
+                        "case": case.name,
+                        "split": case.split,
+                        "kind": case.kind,
+                        "radius": radius,
+                        "gain": round(gain, 3),
+                        "lambda": round(lam, 3),
+                    }
+                )
+            print("  ".join(line), flush=True)
+            continue
         for block in args.blocks:
             for scale in args.scales:
                 after = quality.psnr(case, clean, passed(noisy, pilot, noise, block, scale))
@@ -171,6 +228,13 @@ def report(args: argparse.Namespace) -> None:
                 rows.append(row)
                 if args.verbose:
                     emit(row)
+    if args.sure:
+        for radius in args.radii:
+            for kind in ("photon", "gaussian"):
+                g = [r["gain"] for r in rows if r["radius"] == radius and r["kind"] == kind]
+                if g:
+                    print(f"radius {radius:g} {kind}: {len(g)} cases, mean {np.mean(g):+.3f}, worst {min(g):+.3f}")
+        return
     append(args.out, rows)
     print(f"{'block':>5} {'scale':>5} {'split':9} {'kind':8} {'cases':>5} {'mean':>7} {'worst':>7}")
     for block in args.blocks:
@@ -197,6 +261,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, help=f"append the rows here (e.g. {OUT.relative_to(HERE.parent)})")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every row")
+    parser.add_argument("--sure", action="store_true", help="report: blend the pass in by SURE (the pilot fixed)")
+    parser.add_argument("--radii", type=float, nargs="+", default=[0], help="SURE's window (0: the whole image)")
     parser.add_argument("--bm3d-stage", action="store_true", help="report: also BM3D's own second stage (grey)")
     args = parser.parse_args()
     pilots(args) if args.command == "pilots" else report(args)
