@@ -98,9 +98,7 @@ class Context:
 
         if self.preset.crop is not None:
             factor = -(-max(image.shape[:2]) // (2 * self.preset.crop))
-            size = (image.shape[1] // factor, image.shape[0] // factor)
-            pil = Image.fromarray((image * 255).round().astype(np.uint8))
-            image = np.asarray(pil.resize(size, Image.Resampling.LANCZOS), np.float32) / 255
+            image = _resized(image, (image.shape[1] // factor, image.shape[0] // factor), Image.Resampling.LANCZOS)
         h, w = (side // multiple * multiple for side in image.shape[:2])
         return image[:h, :w]
 
@@ -114,6 +112,15 @@ def _load(path: str) -> np.ndarray:
     if image.ndim == 3:
         image = image[..., :3]
     return image.astype(np.float32) / 255.0
+
+
+def _resized(image: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """An image in [0, 1] resized by PIL to ``size`` (width, height) through 8 bits, as the
+    paper's code loads and resizes its images."""
+    from PIL import Image
+
+    pil = Image.fromarray((image * 255).round().astype(np.uint8))
+    return np.asarray(pil.resize(size, resample), np.float32) / 255
 
 
 def _with_mask(ctx: Context, name: str, multiple: int) -> tuple[np.ndarray, np.ndarray]:
@@ -383,18 +390,8 @@ def zebra(ctx: Context) -> Iterator[None]:
     panels = []
     for factor in (4, 8):
         clean = ctx.crop(_load("sr/zebra_GT.png"), 32)  # the paper's code crops to a multiple of 32
-        high = (clean * 255).round().astype(np.uint8)
-        size = (high.shape[1] // factor, high.shape[0] // factor)
-        low = np.asarray(Image.fromarray(high).resize(size, Image.Resampling.LANCZOS), np.float32) / 255
-        bicubic = (
-            np.asarray(
-                Image.fromarray((low * 255).round().astype(np.uint8)).resize(
-                    high.shape[1::-1], Image.Resampling.BICUBIC
-                ),
-                np.float32,
-            )
-            / 255
-        )
+        low = _resized(clean, (clean.shape[1] // factor, clean.shape[0] // factor), Image.Resampling.LANCZOS)
+        bicubic = _resized(low, clean.shape[1::-1], Image.Resampling.BICUBIC)
         s = SETTINGS["zebra"][factor]
         run = Run(
             "super-resolve",

@@ -77,6 +77,7 @@ def wiener(
     def back(c: torch.Tensor, r: torch.Tensor = rows, k: torch.Tensor = cols) -> torch.Tensor:
         return F.conv_transpose2d(F.conv_transpose2d(c, k, groups=block), r)
 
+    squares = rows.square(), cols.square()  # a window's map is Dᵀ diag(shrink) D: its diagonal takes D's squares
     out = torch.empty(n, h, w)
     diag = torch.empty(n, h, w)
     strip = max(1, STRIP_BYTES // (16 * block * block * (w - block + 1)))
@@ -91,8 +92,8 @@ def wiener(
             trust = 1.0 / (sigma2 * shrink.square().sum(dim=1, keepdim=True)).clamp_min(1e-12)
             total[..., top:bottom, :] += back(shrink * cy * trust)
             weight[..., top:bottom, :] += F.conv_transpose2d(trust, ones)
-            if diagonal:  # a window's map is Dᵀ diag(shrink) D: its diagonal takes D's squares
-                on_diag[..., top:bottom, :] += back(shrink * trust, rows.square(), cols.square())
+            if diagonal:
+                on_diag[..., top:bottom, :] += back(shrink * trust, *squares)
         out[i] = (total / weight)[0, 0]
         if diagonal:
             diag[i] = (on_diag / weight)[0, 0]
