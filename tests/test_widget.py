@@ -74,6 +74,10 @@ def test_the_status_and_the_layer_say_when_auto_chose_bfloat16(dock, qtbot, monk
     run(qtbot, widget, iterations=2)
     assert viewer.layers["cells denoised"].metadata["napari_dip"]["precision"] == ("bfloat16" if native else "float32")
     assert ("bfloat16 layers" in widget.status.value) == native, widget.status.value
+    widget.width.value = 32  # below: only the largest convolutions
+    run(qtbot, widget, iterations=2)
+    assert viewer.layers["cells denoised [1]"].metadata["napari_dip"]["precision"] == ("mixed" if native else "float32")
+    assert ("bfloat16 in the largest convolutions" in widget.status.value) == native, widget.status.value
 
 
 def test_denoise_adds_a_layer_with_the_inputs_geometry_and_dtype(dock, qtbot):

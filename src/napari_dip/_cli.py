@@ -69,8 +69,8 @@ def _common(parser: argparse.ArgumentParser, iterations_help: str, batch: bool =
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="the network's arithmetic (default auto: bfloat16 on CPUs with AMX or AVX-512 BF16 "
-        "from width 64, else float32)",
+        help="the network's arithmetic (default auto: on CPUs with AMX or AVX-512 BF16, bfloat16 "
+        "from width 64 and mixed below, the largest convolutions in bfloat16; else float32)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(

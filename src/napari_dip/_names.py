@@ -7,7 +7,7 @@ NETWORKS = ("skip", "encoder-decoder", "unet", "resnet", "deep-decoder")
 NETWORKS_3D = ("skip", "encoder-decoder")
 RULES = ("wmv", "emv", "validation")
 #: Arithmetic of the network's layers ("auto": see ``fit.resolve_precision``).
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
 #: The rule used when none is named; chosen from benchmarks/early_stopping.py (BENCHMARKS.md).
 DEFAULT_RULE = "emv"
 NOISE_MODELS = ("auto", "gaussian", "poisson")

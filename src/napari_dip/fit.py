@@ -34,6 +34,7 @@ from .networks import (
     Prior,
     full_precision_output,
     input_channels,
+    large_convolutions_in_bfloat16,
     memory_format,
     seeded_network,
 )
@@ -305,6 +306,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 #: 0.9x at most with AMX and nothing, or loses, with AVX-512 BF16 on one network
 #: (BENCHMARKS.md, "Precision on CPU").
 BFLOAT16_MIN_WIDTH = 64
+#: Under precision "mixed", stride-1 convolutions of at least this many output pixels x
+#: input x output channels run in bfloat16 (``networks.large_convolutions_in_bfloat16``).
+MIXED_WORK = 10**6
 
 
 def _cpu_has_bfloat16() -> bool:
@@ -316,15 +320,17 @@ def _cpu_has_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, width: int = 128) -> str:
-    """The precision "auto" stands for: bfloat16 on CPUs with native bfloat16 arithmetic for
-    networks of ``BFLOAT16_MIN_WIDTH`` channels or more, else float32 (GPUs: until measured
-    there)."""
+    """The precision "auto" stands for: on CPUs with native bfloat16 arithmetic, bfloat16
+    for networks of ``BFLOAT16_MIN_WIDTH`` channels or more and "mixed" (the largest
+    convolutions in bfloat16, ``MIXED_WORK``) below; float32 elsewhere (GPUs: until
+    measured there)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    fast = device.type == "cpu" and _cpu_has_bfloat16()
-    return "bfloat16" if fast and width >= BFLOAT16_MIN_WIDTH else "float32"
+    if device.type != "cpu" or not _cpu_has_bfloat16():
+        return "float32"
+    return "bfloat16" if width >= BFLOAT16_MIN_WIDTH else "mixed"
 
 
 #: Members ``ensemble="auto"`` fits for small 2-D skip-family denoising fits (else one):
@@ -600,11 +606,13 @@ class Fit:
         Warm start: ``checkpoint()`` of a finished fit of the same network and
         canvas (a neighbouring plane or tile), whose weights and Adam moments
         this fit starts from instead of a random initialisation.
-    precision : {"auto", "float32", "bfloat16"}
+    precision : {"auto", "float32", "mixed", "bfloat16"}
         Arithmetic of the network's layers. "bfloat16" runs them under autocast (the
-        output layer, the loss, Adam and the averaged output stay float32); "auto" takes
-        it on CPUs with AMX tiles or AVX-512 BF16 at width 64 and more, where oneDNN's
-        bfloat16 convolutions make a step 1.3-1.7x faster (BENCHMARKS.md), and float32 elsewhere.
+        output layer, the loss, Adam and the averaged output stay float32); "mixed" runs
+        only the largest convolutions in bfloat16 (``MIXED_WORK``: at width 32, the
+        full-resolution 3x3 ones). "auto" takes bfloat16 on CPUs with AMX tiles or AVX-512
+        BF16 at width 64 and more, where oneDNN's bfloat16 convolutions make a step 1.3-1.7x
+        faster, "mixed" there below width 64, and float32 elsewhere (BENCHMARKS.md).
     ensemble : int
         Members: this many networks with their own seeds (weights and z) fitted at
         once in one batched call (skip networks on CPU: ``networks.GroupedEnsemble``, one
@@ -705,6 +713,8 @@ class Fit:
         if self.precision == "bfloat16":
             for member in [net] if grouped else nets:
                 full_precision_output(member)
+        elif self.precision == "mixed":
+            large_convolutions_in_bfloat16(net, MIXED_WORK)
         if members > 1 and not grouped:
             net = Ensemble(nets)
         cpu_gen = torch.Generator().manual_seed(self.seed + 1)

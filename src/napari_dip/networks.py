@@ -206,16 +206,40 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups:
 
 
 class _Conv2d(nn.Conv2d):
-    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
+    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster, and
+    which runs in bfloat16 where ``bfloat16_from`` says (``large_convolutions_in_bfloat16``).
     Same layer, same weights, same numbers to rounding."""
 
+    #: Stride-1 convolutions of at least this many output pixels x input x output channels
+    #: (per group) run in bfloat16, outside autocast; None: never.
+    bfloat16_from: int | None = None
+
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            self.bfloat16_from is not None
+            and x.dtype == torch.float32
+            and self.stride == (1, 1)
+            and x.shape[-1] * x.shape[-2] * weight.shape[0] * weight.shape[1] >= self.bfloat16_from * self.groups
+        ):
+            low = torch.bfloat16
+            y = super()._conv_forward(x.to(low), weight.to(low), None if bias is None else bias.to(low))
+            return y.float()
         if self.stride == (1, 1) and self.dilation == (1, 1) and _weight_grad_by_matmul(x, weight, self.groups):
             if any(self.padding):
                 mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
                 x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             return _ShiftedWeightGrad.apply(x, weight, bias, self.groups)
         return super()._conv_forward(x, weight, bias)
+
+
+def large_convolutions_in_bfloat16(net: nn.Module, work: int | None) -> None:
+    """Run ``net``'s stride-1 2-D convolutions of at least ``work`` output pixels x input x
+    output channels (per member of a grouped ensemble) in bfloat16, the rest in float32
+    (None: all in float32). Casts in and out are part of each such layer: only the largest
+    convolutions gain from bfloat16 (see ``fit.MIXED_WORK``)."""
+    for module in net.modules():
+        if isinstance(module, _Conv2d):
+            module.bfloat16_from = work
 
 
 def _conv(
