@@ -205,25 +205,45 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups:
     return out.permute(0, 3, 1, 2)
 
 
-class _Conv2d(nn.Conv2d):
-    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster, and
-    which runs in bfloat16 where ``bfloat16_from`` says (``large_convolutions_in_bfloat16``).
-    Same layer, same weights, same numbers to rounding."""
+class _LowPrecision:
+    """Runs a convolution in bfloat16, cast in and out inside the layer, where
+    ``bfloat16_from`` says (``large_convolutions_in_bfloat16``)."""
 
-    #: Stride-1 convolutions of at least this many output pixels x input x output channels
-    #: (per group) run in bfloat16, outside autocast; None: never.
+    #: Stride-1 convolutions (not pointwise) of at least this many output pixels (voxels) x
+    #: input x output channels (per group) run in bfloat16, outside autocast; None: never.
     bfloat16_from: int | None = None
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if (
+    def _in_bfloat16(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
+        return (
             self.bfloat16_from is not None
             and x.dtype == torch.float32
-            and self.stride == (1, 1)
-            and x.shape[-1] * x.shape[-2] * weight.shape[0] * weight.shape[1] >= self.bfloat16_from * self.groups
-        ):
-            low = torch.bfloat16
-            y = super()._conv_forward(x.to(low), weight.to(low), None if bias is None else bias.to(low))
-            return y.float()
+            and all(s == 1 for s in self.stride)
+            and any(k > 1 for k in self.kernel_size)  # pointwise ones lose in bfloat16 (1.15x)
+            and math.prod(x.shape[2:]) * weight.shape[0] * weight.shape[1] >= self.bfloat16_from * self.groups
+        )
+
+
+def _low(conv_forward: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    low = torch.bfloat16
+    return conv_forward(x.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
+
+
+class _Conv3d(_LowPrecision, nn.Conv3d):
+    """Conv3d that can run in bfloat16 (``_LowPrecision``)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self._in_bfloat16(x, weight):
+            return _low(super()._conv_forward, x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
+class _Conv2d(_LowPrecision, nn.Conv2d):
+    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
+    Same layer, same weights, same numbers to rounding."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self._in_bfloat16(x, weight):
+            return _low(super()._conv_forward, x, weight, bias)
         if self.stride == (1, 1) and self.dilation == (1, 1) and _weight_grad_by_matmul(x, weight, self.groups):
             if any(self.padding):
                 mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
@@ -233,12 +253,12 @@ class _Conv2d(nn.Conv2d):
 
 
 def large_convolutions_in_bfloat16(net: nn.Module, work: int | None) -> None:
-    """Run ``net``'s stride-1 2-D convolutions of at least ``work`` output pixels x input x
-    output channels (per member of a grouped ensemble) in bfloat16, the rest in float32
-    (None: all in float32). Casts in and out are part of each such layer: only the largest
-    convolutions gain from bfloat16 (see ``fit.MIXED_WORK``)."""
+    """Run ``net``'s stride-1 convolutions of at least ``work`` output pixels (voxels) x
+    input x output channels (per member of a grouped ensemble) in bfloat16, the rest in
+    float32 (None: all in float32). Casts in and out are part of each such layer: only the
+    largest convolutions gain from bfloat16 (see ``fit.MIXED_WORK``)."""
     for module in net.modules():
-        if isinstance(module, _Conv2d):
+        if isinstance(module, _LowPrecision):
             module.bfloat16_from = work
 
 
@@ -248,7 +268,7 @@ def _conv(
     """A convolution of ``c_in`` to ``c_out`` channels, ``groups`` times side by side."""
     if dims == 2 and size == 1:
         return _PointwiseConv2d(c_in * groups, c_out * groups, 1, stride, groups=groups)
-    conv = _Conv2d if dims == 2 else nn.Conv3d
+    conv = _Conv2d if dims == 2 else _Conv3d
     padding = size // 2 if isinstance(size, int) else tuple(k // 2 for k in size)
     # Reflection padding of nothing (1x1 kernels) would still copy the input, forward and back.
     mode = "reflect" if any(p > 0 for p in ((padding,) if isinstance(padding, int) else padding)) else "zeros"
