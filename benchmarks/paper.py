@@ -6,7 +6,7 @@ writes one JSON line per result (PSNR, iterations, seconds, device, the paper's 
 where it gives one) and one figure PNG. ``report`` prints the tables for BENCHMARKS.md.
 
     python benchmarks/paper.py run --device cuda --out benchmarks/results/paper   # the paper's sizes: a GPU
-    python benchmarks/paper.py run --preset cpu --device cpu --only prior flash f16 kate_text library  # 128 px crops
+    python benchmarks/paper.py run --preset cpu --device cpu --only prior flash f16 kate_text library drop50  # crops
     python benchmarks/paper.py run --preset smoke --device cpu --out /tmp/paper  # 64 px crops, a few steps
     python benchmarks/paper.py report benchmarks/results/paper/paper.jsonl
 

@@ -306,7 +306,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 #: 0.9x at most with AMX and nothing, or loses, with AVX-512 BF16 on one network
 #: (BENCHMARKS.md, "Precision on CPU").
 BFLOAT16_MIN_WIDTH = 64
-#: Under precision "mixed", stride-1 convolutions of at least this many output pixels x
+#: Under precision "mixed", stride-1 convolutions (not pointwise) of at least this many output pixels x
 #: input x output channels run in bfloat16 (``networks.large_convolutions_in_bfloat16``).
 MIXED_WORK = 10**6
 

@@ -205,51 +205,47 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups:
     return out.permute(0, 3, 1, 2)
 
 
-class _LowPrecision:
-    """Runs a convolution in bfloat16, cast in and out inside the layer, where
-    ``bfloat16_from`` says (``large_convolutions_in_bfloat16``)."""
-
-    #: Stride-1 convolutions (not pointwise) of at least this many output pixels (voxels) x
-    #: input x output channels (per group) run in bfloat16, outside autocast; None: never.
-    bfloat16_from: int | None = None
-
-    def _in_bfloat16(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
-        return (
-            self.bfloat16_from is not None
-            and x.dtype == torch.float32
-            and all(s == 1 for s in self.stride)
-            and any(k > 1 for k in self.kernel_size)  # pointwise ones lose in bfloat16 (1.15x)
-            and math.prod(x.shape[2:]) * weight.shape[0] * weight.shape[1] >= self.bfloat16_from * self.groups
-        )
-
-
-def _low(conv_forward: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    low = torch.bfloat16
-    return conv_forward(x.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
-
-
-class _Conv3d(_LowPrecision, nn.Conv3d):
-    """Conv3d that can run in bfloat16 (``_LowPrecision``)."""
-
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self._in_bfloat16(x, weight):
-            return _low(super()._conv_forward, x, weight, bias)
-        return super()._conv_forward(x, weight, bias)
-
-
-class _Conv2d(_LowPrecision, nn.Conv2d):
+class _ShiftedConv2d(nn.Conv2d):
     """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
     Same layer, same weights, same numbers to rounding."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self._in_bfloat16(x, weight):
-            return _low(super()._conv_forward, x, weight, bias)
         if self.stride == (1, 1) and self.dilation == (1, 1) and _weight_grad_by_matmul(x, weight, self.groups):
             if any(self.padding):
                 mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
                 x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             return _ShiftedWeightGrad.apply(x, weight, bias, self.groups)
         return super()._conv_forward(x, weight, bias)
+
+
+class _LowPrecision:
+    """Mixed in before a convolution class: runs the convolution in bfloat16, cast in and
+    out inside the layer, where ``bfloat16_from`` says (``large_convolutions_in_bfloat16``)."""
+
+    #: Stride-1 convolutions (not pointwise) of at least this many output pixels (voxels) x
+    #: input x output channels (per group) run in bfloat16, outside autocast; None: never.
+    bfloat16_from: int | None = None
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            self.bfloat16_from is not None
+            and x.dtype == torch.float32
+            and all(s == 1 for s in self.stride)
+            and any(k > 1 for k in self.kernel_size)  # pointwise ones lose in bfloat16 (1.15x)
+            and math.prod(x.shape[2:]) * weight.shape[0] * weight.shape[1] >= self.bfloat16_from * self.groups
+        ):
+            low = torch.bfloat16
+            return super()._conv_forward(x.to(low), weight.to(low), None if bias is None else bias.to(low)).float()
+        return super()._conv_forward(x, weight, bias)
+
+
+class _Conv2d(_LowPrecision, _ShiftedConv2d):
+    """The 2-D convolution of our networks: in bfloat16 where asked (``_LowPrecision``),
+    else with the shifted weight gradient where that is faster (``_ShiftedConv2d``)."""
+
+
+class _Conv3d(_LowPrecision, nn.Conv3d):
+    """The 3-D convolution of our networks: in bfloat16 where asked (``_LowPrecision``)."""
 
 
 def large_convolutions_in_bfloat16(net: nn.Module, work: int | None) -> None:
