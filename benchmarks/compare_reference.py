@@ -32,10 +32,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
+def _crop(image: np.ndarray, top: int, left: int, s: int) -> np.ndarray:
+    """An s x s crop at (top, left), moved up and left where the image ends (the whole 512²
+    image at s = 512), so every size gets s x s pixels."""
+    if s > min(image.shape[:2]):
+        raise ValueError(f"size {s} is larger than the {image.shape[0]}x{image.shape[1]} image")
+    top, left = min(top, image.shape[0] - s), min(left, image.shape[1] - s)
+    return image[top : top + s, left : left + s]
+
+
 def _images(s: int) -> dict[str, np.ndarray]:
     return {
-        "camera": data.camera()[100 : 100 + s, 150 : 150 + s][None] / 255.0,
-        "astronaut": np.moveaxis(data.astronaut()[30 : 30 + s, 180 : 180 + s], -1, 0) / 255.0,
+        "camera": _crop(data.camera(), 100, 150, s)[None] / 255.0,
+        "astronaut": np.moveaxis(_crop(data.astronaut(), 30, 180, s), -1, 0) / 255.0,
     }
 
 
