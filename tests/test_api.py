@@ -7,7 +7,7 @@ from skimage.transform import resize
 import napari_dip
 from conftest import FAST, psnr
 from napari_dip._api import prepare
-from napari_dip.fit import Progress
+from napari_dip.fit import DENOISE_TV, GAUSSIAN_TV, GAUSSIAN_TV_RAMP, Progress, gaussian_tv, tv_weight
 
 
 def test_denoise_gains_5_db_on_a_64px_crop_at_sigma_25(camera64, noisy_camera):
@@ -211,6 +211,32 @@ def test_total_variation_keeps_an_overfitting_fit_flat():
     gain = {tv: psnr(out, clean, 1.0) - psnr(noisy, clean, 1.0) for tv, out in runs.items()}
     assert gain[0.3] >= gain[0] + 1.0, gain
     assert np.isfinite(runs[0.3]).all() and runs[0.3].dtype == np.float32
+
+
+def test_auto_tv_is_weak_for_gaussian_noise_and_only_where_it_is_strong(camera64):
+    """tv="auto" on a natural image: none under weak Gaussian noise, GAUSSIAN_TV under strong
+    noise, a ramp between; 16-bit counts keep the photon strength; an explicit 0 turns it off."""
+    start, end = GAUSSIAN_TV_RAMP
+    assert gaussian_tv(start) == 0 and gaussian_tv(end) == gaussian_tv(1.0) == GAUSSIAN_TV
+    assert 0 < gaussian_tv((start + end) / 2) < GAUSSIAN_TV and gaussian_tv(float("nan")) == 0
+    rng = np.random.default_rng(0)
+    clean = camera64.astype(np.float32) / 255
+
+    def weight_and_std(noisy: np.ndarray, **kwargs) -> tuple[float, float]:
+        job = prepare("denoise", noisy, iterations=1, device="cpu", **kwargs)
+        std = float(np.sqrt(job.noise.baseline)) / float(np.mean(job.value_map.scale))
+        return job.schedule.options.get("tv", 0.0), std
+
+    weak = clean + rng.normal(0, 0.02, clean.shape).astype(np.float32)
+    strong = clean + rng.normal(0, 0.15, clean.shape).astype(np.float32)
+    assert weight_and_std(weak)[0] == 0
+    weight, std = weight_and_std(strong)
+    assert std > end and weight == pytest.approx(tv_weight(GAUSSIAN_TV, std**2), rel=1e-6)
+    assert weight_and_std(strong, tv=0)[0] == 0
+    counts = rng.poisson(40 * clean).astype(np.uint16) * 2 + 100
+    job = prepare("denoise", counts, device="cpu")  # the default rule: it is given the noise variance
+    assert job.noise.kind == "poisson" and job.schedule.options["tv"] > 0
+    assert job.schedule.options["tv"] == pytest.approx(tv_weight(DENOISE_TV, job.schedule.options["noise_variance"]))
 
 
 def test_every_network_runs_through_the_api(noisy_camera):

@@ -161,7 +161,8 @@ def _noise(parser: argparse.ArgumentParser) -> None:
         type=_number_or_auto(float, "noise stds"),
         default="auto",
         help="weight of a total-variation term in the loss, in noise stds: flatter backgrounds, cleaner "
-        "edges (default auto: 0.3 for photon-limited images and 16-bit counts, else 0; 0: the paper's loss alone)",
+        "edges (default auto: 0.3 for photon-limited images and 16-bit counts, 0.1 for other images with strong "
+        "Gaussian noise, none with weak; 0: the paper's loss alone)",
     )
 
 

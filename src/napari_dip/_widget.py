@@ -178,7 +178,8 @@ class DeepImagePriorWidget(QWidget):
             label="Total variation (noise stds)",
             value="",
             tooltip="weight of a total-variation term in the loss, in noise stds: flatter backgrounds, cleaner "
-            "edges; empty: the default (0.3 for photon-limited images and 16-bit counts, else 0); "
+            "edges; empty: the default (0.3 for photon-limited images and 16-bit counts, 0.1 for other images "
+            "with strong Gaussian noise, none with weak); "
             "0: the paper's loss alone",
         )
         self.ensemble = SpinBox(

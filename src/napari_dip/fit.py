@@ -180,9 +180,27 @@ STABILISED_HOLD = 1.0
 #: 2 * DENOISE_TV * σ against the mean squared error, the MAP weight of a gradient prior
 #: whose scale follows the noise. On photon-limited images (tune and held-out splits, one
 #: network) 0.3 kept 0.7 dB more than the plain loss on average, 0.1 0.5 dB, 0.6 and 1.0
-#: blurred; natural images' texture lost from it, so the API applies it under the photon
-#: settings only (BENCHMARKS.md, "Total variation for photon-limited images").
+#: blurred (BENCHMARKS.md, "Total variation for photon-limited images").
 DENOISE_TV = 0.3
+#: Natural images under Gaussian noise take a weaker term, and only where the noise is
+#: strong: at σ 25-50 (of 255) 0.1 gained 0.23 dB on average on 27 cases (−0.31 to +0.89;
+#: +0.15 on the 21 outside the split where it was found),
+#: at σ 15 texture lost (barbara −0.33, vase −0.55) as much as smooth images gained. So the
+#: strength ramps from 0 to GAUSSIAN_TV as the noise std (in the fitted [0, 1] units, where
+#: σ 15 reads 0.054-0.076 and σ 25 0.088-0.096) goes over GAUSSIAN_TV_RAMP
+#: (BENCHMARKS.md, "A weak TV term for Gaussian noise").
+GAUSSIAN_TV = 0.1
+GAUSSIAN_TV_RAMP = (0.05, 0.08)
+
+
+def gaussian_tv(noise_std: float) -> float:
+    """The TV strength (noise stds) for a natural image with Gaussian noise of this std in
+    the fitted [0, 1] units: 0 up to the ramp's start, ``GAUSSIAN_TV`` from its end, linear
+    between (so that a slightly stronger noise never changes the fit abruptly)."""
+    start, end = GAUSSIAN_TV_RAMP
+    if not math.isfinite(noise_std):
+        return 0.0
+    return GAUSSIAN_TV * min(max((noise_std - start) / (end - start), 0.0), 1.0)
 
 
 def tv_weight(strength: float, noise_variance: float) -> float:
