@@ -464,8 +464,8 @@ def prepare(
         np.copyto(unit, 0.0, where=~known[:, None])  # whatever lies under the mask (NaN too) must not matter
     if model is not None:
         variance = _noise_variance(standard, known, model, vmap)
-        if strength is None and model.kind == "gaussian" and math.isfinite(variance):
-            # Natural images: a weak term where the noise is strong (fit.gaussian_tv).
+        if strength is None and model.kind == "gaussian":
+            # Natural images: a weak term where the noise is strong (fit.gaussian_tv; 0 for NaN).
             strength = gaussian_tv(math.sqrt(max(variance, 0.0)))
         if rule is not None:
             options["noise_variance"] = variance

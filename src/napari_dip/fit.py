@@ -184,11 +184,11 @@ STABILISED_HOLD = 1.0
 DENOISE_TV = 0.3
 #: Natural images under Gaussian noise take a weaker term, and only where the noise is
 #: strong: at σ 25-50 (of 255) 0.1 gained 0.23 dB on average on 27 cases (−0.31 to +0.89;
-#: +0.15 on the 21 outside the split where it was found),
-#: at σ 15 texture lost (barbara −0.33, vase −0.55) as much as smooth images gained. So the
-#: strength ramps from 0 to GAUSSIAN_TV as the noise std (in the fitted [0, 1] units, where
-#: σ 15 reads 0.054-0.076 and σ 25 0.088-0.096) goes over GAUSSIAN_TV_RAMP
-#: (BENCHMARKS.md, "A weak TV term for Gaussian noise").
+#: +0.15 on the 21 outside the split where it was found), at σ 15 texture lost (barbara
+#: −0.33, vase −0.55) as much as smooth images gained. So the strength ramps from 0 to
+#: GAUSSIAN_TV as the noise std (in the fitted [0, 1] units, where σ 15 reads 0.054-0.076
+#: and σ 25 0.088-0.096) goes over GAUSSIAN_TV_RAMP (BENCHMARKS.md, "A weak TV term for
+#: Gaussian noise").
 GAUSSIAN_TV = 0.1
 GAUSSIAN_TV_RAMP = (0.05, 0.08)
 
