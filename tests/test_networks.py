@@ -253,6 +253,114 @@ def test_convolution_takes_the_shifted_weight_gradient_only_where_it_pays(monkey
     assert path(ours, x) != "_ShiftedWeightGradBackward"
 
 
+@pytest.mark.parametrize("keep", [0, 2**30])
+def test_winograd_convolution_gives_the_convolutions_numbers(monkeypatch, keep):
+    """Winograd's F(4x4, 3x3) (``_Winograd``): same output and input, weight and bias
+    gradients as torch's convolution, for batches, non-square images, channel counts that
+    are not multiples of anything, bands of one tile row and of the whole image, with the
+    transformed tiles kept for the backward or made again; the input gradient comes out
+    channels-last."""
+    from torch.nn import functional as F
+
+    from napari_dip.networks import _Winograd
+
+    monkeypatch.setattr("napari_dip.networks.WINOGRAD_KEEP", keep)
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    for n, c_in, c_out, (h, w), rows, bias in (
+        (1, 13, 11, (18, 26), 1, True),
+        (2, 7, 9, (10, 14), 2, False),
+        (1, 5, 6, (6, 6), 100, True),
+    ):
+        x = torch.randn(n, c_in, h, w).contiguous(memory_format=cl)
+        weight = torch.randn(c_out, c_in, 3, 3)
+        b = torch.randn(c_out) if bias else None
+        leaves = [[t.clone().requires_grad_() if t is not None else None for t in (x, weight, b)] for _ in range(2)]
+        ya = _Winograd.apply(*leaves[0], rows)
+        yb = F.conv2d(*leaves[1])
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-5 * float(yb.abs().max()))
+        grad = torch.randn_like(yb).contiguous(memory_format=cl)
+        ya.backward(grad)
+        yb.backward(grad)
+        assert leaves[0][0].grad.is_contiguous(memory_format=cl)
+        for a, b_ in zip(leaves[0], leaves[1], strict=True):
+            if a is not None:
+                torch.testing.assert_close(a.grad, b_.grad, rtol=0, atol=1e-5 * float(b_.grad.abs().max()))
+
+
+def test_convolution_takes_winograd_only_where_it_pays(monkeypatch):
+    """A wide, large, same-padded 3x3 float32 convolution on a channels-last CPU input takes
+    Winograd's algorithm (with the layer's reflection padding: the plain layer's numbers);
+    narrow, small, strided, grouped, plain-layout, bfloat16 and odd-sized ones do not."""
+    from torch import nn
+
+    from napari_dip import networks
+
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    monkeypatch.setattr(networks, "WINOGRAD_WORK", 2**18)
+    ours = networks._conv(96, 96, 3).to(memory_format=cl)
+    plain = nn.Conv2d(96, 96, 3, padding=1, padding_mode="reflect").to(memory_format=cl)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 96, 8, 12).contiguous(memory_format=cl)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(a), plain(b)
+    assert type(ya.grad_fn).__name__ == "_WinogradBackward"
+    torch.testing.assert_close(ya, yb, rtol=0, atol=1e-5 * float(yb.abs().max()))
+    grad = torch.randn_like(yb)
+    ya.backward(grad)
+    yb.backward(grad)
+    for a_, b_ in ((a.grad, b.grad), (ours.weight.grad, plain.weight.grad), (ours.bias.grad, plain.bias.grad)):
+        torch.testing.assert_close(a_, b_, rtol=0, atol=1e-5 * float(b_.abs().max()))
+
+    def path(conv: nn.Module, x: torch.Tensor) -> str:
+        return type(conv(x).grad_fn).__name__
+
+    assert path(ours, torch.randn(1, 96, 4, 4).contiguous(memory_format=cl)) != "_WinogradBackward"  # small
+    assert path(ours, torch.randn(1, 96, 10, 12).contiguous(memory_format=cl)) != "_WinogradBackward"  # 10 % 4
+    assert path(ours, x.contiguous()) != "_WinogradBackward"
+    assert path(networks._conv(96, 64, 3).to(memory_format=cl), x) != "_WinogradBackward"
+    assert path(networks._conv(96, 96, 3, stride=2).to(memory_format=cl), x) != "_WinogradBackward"
+    assert path(networks._conv(48, 96, 3, groups=2).to(memory_format=cl), x) != "_WinogradBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert path(ours, x) != "_WinogradBackward"
+    monkeypatch.setattr(networks, "WINOGRAD_WORK", None)
+    assert path(ours, x) != "_WinogradBackward"
+
+
+def test_fit_with_winograd_convolutions_follows_the_direct_fit(monkeypatch):
+    """A whole denoising fit whose wide convolutions take Winograd's algorithm runs the same
+    course as with torch's convolutions, and the memory estimate of such a CPU fit counts
+    the tiles its layers keep."""
+    import numpy as np
+
+    from napari_dip import memory, networks
+    from napari_dip.fit import Fit
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((1, 32, 32)) * 0.5 + 0.25).astype(np.float32)
+    chosen = []
+    rows = networks._winograd_rows
+    monkeypatch.setattr(networks, "_winograd_rows", lambda *a: chosen.append(rows(*a)) or chosen[-1])
+    results = {}
+    for work in (None, 2**14):
+        monkeypatch.setattr(networks, "WINOGRAD_WORK", work)
+        monkeypatch.setattr(networks, "WINOGRAD_CHANNELS", 16)
+        fit = Fit("denoise", image, width=16, iterations=30, stopping=None, seed=0, precision="float32", ensemble=1)
+        records = list(fit)
+        results[work] = (np.array([r.loss for r in records]), records[-1].preview)
+        memory._step_bytes.cache_clear()
+        results[work] += (memory.estimate_fit_bytes("skip", 128, 32, 1, (96, 96), "cpu"),)
+    (loss_a, out_a, bytes_a), (loss_b, out_b, bytes_b) = results[None], results[2**14]
+    assert any(r is not None for r in chosen)
+    # Rounding differences grow along a fit (one thread against two drifts as far): the first
+    # steps agree closely, the end within a few percent.
+    np.testing.assert_allclose(loss_b[:3], loss_a[:3], rtol=1e-4)
+    np.testing.assert_allclose(loss_b[-1], loss_a[-1], rtol=0.05)
+    assert np.abs(out_b - out_a).mean() < 0.01
+    assert bytes_b > bytes_a  # the kept tiles of the 96² layers
+
+
 def test_layout_per_device_and_cpu(monkeypatch):
     """Channels-last on CPU, but 3-D networks stay plain on AVX2 CPUs (oneDNN's slow
     channels-last 3-D weight gradient there) and everything stays plain on a GPU."""

@@ -28,7 +28,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .networks import Prior, build_network, memory_format
+from .networks import Prior, build_network, memory_format, simulating
 
 #: Fraction of the available memory a fit may plan to use: the rest absorbs what the
 #: estimate cannot see (other processes growing, the caller's own arrays, page cache).
@@ -138,7 +138,7 @@ def _simulate_step(spec: _Spec, canvas: tuple[int, ...], run_on: torch.device, s
     ``scale``: target pixels per pixel of ``canvas``, so small storages are told apart as at
     the target size."""
     tracker = _LiveBytes(round(spec.overhead.small_below / scale), spec.overhead.small_weight)
-    with tracker, torch.device(run_on):
+    with tracker, torch.device(run_on), simulating(spec.device.type):
         net = spec.build().to(memory_format=memory_format(len(canvas), spec.device))
         params = [p for p in net.parameters() if p.requires_grad]
         moments = [torch.zeros_like(p) for p in params for _ in range(2)]  # Adam's m and v

@@ -16,10 +16,11 @@ Z only where the voxel spacing allows (see ``z_strides``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -205,17 +206,224 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups:
     return out.permute(0, 3, 1, 2)
 
 
+#: Winograd's convolution (``_Winograd``) from this many output pixels x input x output
+#: channels on, and from ``WINOGRAD_CHANNELS`` input and output channels; None: never.
+#: Below either its transforms cost more than they save (BENCHMARKS.md).
+WINOGRAD_WORK: int | None = 2**25
+WINOGRAD_CHANNELS = 96
+#: Tiles x channels per band of ``_Winograd``'s transforms.
+WINOGRAD_BAND = 2**15
+#: Bytes of transformed tiles a layer keeps for its backward (``_Winograd``).
+WINOGRAD_KEEP = 2**26
+
+
+#: The device a step simulated on "meta" stands for (``simulating``; memory.py).
+_simulated_device: str | None = None
+
+
+@contextlib.contextmanager
+def simulating(device_type: str) -> Iterator[None]:
+    """Layers given "meta" tensors choose their kernels as on ``device_type``, so a
+    simulated step (``memory.estimate_fit_bytes``) allocates what the real one will."""
+    global _simulated_device
+    previous, _simulated_device = _simulated_device, device_type
+    try:
+        yield
+    finally:
+        _simulated_device = previous
+
+
+def _winograd_rows(x: torch.Tensor, weight: torch.Tensor, groups: int) -> int | None:
+    """Tile rows per band if this stride-1 2-D convolution of ``x`` should take
+    ``_Winograd``, else None: same-padded 3x3 float32 convolutions on CPU of at least
+    ``WINOGRAD_WORK``, sides multiples of 4, one group, outside autocast and vmap."""
+    c_out, c_in, *kernel = weight.shape
+    h, w = x.shape[-2:]
+    device = _simulated_device if x.device.type == "meta" else x.device.type
+    if not (
+        WINOGRAD_WORK is not None
+        and kernel == [3, 3]
+        and groups == 1
+        and min(c_in, c_out) >= WINOGRAD_CHANNELS
+        and device == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and h % 4 == 0
+        and w % 4 == 0
+        and h * w * c_in * c_out >= WINOGRAD_WORK
+        and not torch.is_autocast_enabled("cpu")
+        and not torch._C._functorch.is_batchedtensor(x)
+        and (_channels_last(x) or x.device.type == "meta")  # a simulation's layout is plain
+    ):
+        return None
+    return max(1, WINOGRAD_BAND // (x.shape[0] * (w // 4) * max(c_in, c_out)))
+
+
+@functools.cache
+def _winograd_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lavin & Gray's F(4x4, 3x3) transforms as Kronecker products acting on flattened
+    tiles: data (36 x 36, on 6x6 input tiles), kernel (36 x 9), output (16 x 36)."""
+    d = {"dtype": torch.float64, "device": "cpu"}  # whatever device a caller's context sets
+    b = torch.tensor(
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
+        **d,
+    )
+    g = torch.tensor(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        **d,
+    )
+    a = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], **d)
+    return tuple(torch.kron(m, m).float().to(device) for m in (b, g, a))
+
+
+def _winograd_bands(
+    x: torch.Tensor, rows: int, transform: bool = True, kept: bool = False
+) -> Iterator[tuple[int, int, torch.Tensor | None]]:
+    """``_Winograd``'s transformed input tiles (36, tiles, channels), ``rows`` tile rows at a
+    time: (first tile row, tile rows, tiles or None without ``transform``) per band. On
+    "meta" (a simulated step) only the first band unless the tiles are ``kept``: the others
+    allocate alike, and a wide canvas has thousands."""
+    data = _winograd_matrices(x.device)[0]
+    n, c, hp, wp = x.shape
+    th, tw = (hp - 2) // 4, (wp - 2) // 4
+    xl = x.permute(0, 2, 3, 1)  # (n, hp, wp, c), dense
+    starts = range(0, th, rows)
+    for r0 in starts if kept or x.device.type != "meta" else starts[:1]:
+        r = min(rows, th - r0)
+        if not transform:
+            yield r0, r, None
+            continue
+        tiles = xl[:, 4 * r0 : 4 * (r0 + r) + 2].unfold(1, 6, 4).unfold(2, 6, 4)  # (n, r, tw, c, 6, 6)
+        p = n * r * tw
+        yield r0, r, (data @ tiles.permute(4, 5, 0, 1, 2, 3).reshape(36, p * c)).view(36, p, c)
+
+
+class _Winograd(torch.autograd.Function):
+    """A 3x3, stride-1, unpadded convolution of a channels-last CPU input (output sides
+    multiples of 4) by Winograd's minimal filtering F(4x4, 3x3): 36 products of
+    (tiles x in) by (in x out) matrices per 4x4 output tile instead of 144 per
+    channel pair, their gradients likewise. The transforms are matrix products too, taken
+    over bands of ``rows`` tile rows so that each band's tiles stay in cache. Same
+    numbers to ~1e-5 relative (float32)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> torch.Tensor:
+        _, kernel, out = _winograd_matrices(x.device)
+        n, c, hp, wp = x.shape
+        k = weight.shape[0]
+        th, tw = (hp - 2) // 4, (wp - 2) // 4
+        u = (kernel @ weight.permute(2, 3, 1, 0).reshape(9, c * k)).view(36, c, k)
+        y = x.new_empty(n, th, 4, tw, 4, k)
+        # Small layers keep their transformed tiles (2.25x the input) for the backward, larger
+        # ones transform the input again there (6 % of a width-128 step at 96²).
+        keep = 36 * n * th * tw * c * x.element_size() <= WINOGRAD_KEEP
+        kept = []
+        for r0, r, v in _winograd_bands(x, rows, kept=keep):
+            if keep:
+                kept.append(v)
+            m = torch.bmm(v, u)
+            y[:, r0 : r0 + r] = (out @ m.view(36, -1)).view(4, 4, n, r, tw, k).permute(2, 3, 0, 4, 1, 5)
+        y = y.view(n, 4 * th, 4 * tw, k)
+        if bias is not None:
+            y += bias
+        ctx.save_for_backward(x, u, *kept)
+        ctx.geometry = (n, c, hp, wp, k, th, tw, rows)
+        ctx.has_bias = bias is not None
+        return y.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, u, *kept = ctx.saved_tensors
+        data, kernel, out = _winograd_matrices(x.device)
+        n, c, hp, wp, k, th, tw, rows = ctx.geometry
+        grad = grad.permute(0, 2, 3, 1).contiguous().view(n, th, 4, tw, 4, k)
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = grad.new_empty(n, hp, wp, c) if want_x else None
+        if want_x:  # the last two rows and columns only receive overlaps (below)
+            grad_x[:, 4 * th :].zero_()
+            grad_x[:, : 4 * th, 4 * tw :].zero_()
+        grad_u = grad.new_zeros(36, c, k) if want_w else None
+        pending = None
+        bands = _winograd_bands(x, rows)
+        if kept:  # the forward's tiles
+            where = _winograd_bands(x, rows, transform=False, kept=True)
+            bands = ((r0, r, v) for (r0, r, _), v in zip(where, kept, strict=True))
+        for r0, r, v in bands:
+            p = n * r * tw
+            gm = (out.T @ grad[:, r0 : r0 + r].permute(2, 4, 0, 1, 3, 5).reshape(16, p * k)).view(36, p, k)
+            if want_w:
+                grad_u.baddbmm_(v.transpose(1, 2), gm)
+            if not want_x:
+                continue
+            gd = (data.T @ torch.bmm(gm, u.transpose(1, 2)).view(36, p * c)).view(6, 6, n, r, tw, c)
+            gd = gd.permute(2, 3, 0, 4, 1, 5)  # (n, r, 6, tw, 6, c): input tiles, overlapping by 2 pixels
+            _cells(grad_x, 4 * r0, 0, r, 4, tw, 4).copy_(gd[:, :, :4, :, :4])
+            _cells(grad_x, 4 * r0, 4, r, 4, tw, 2).add_(gd[:, :, :4, :, 4:])
+            if pending is not None:  # the previous band's overlap into this band's first row, now written
+                _add_row_overlap(grad_x, 4 * r0, 1, tw, pending)
+            _add_row_overlap(grad_x, 4 * r0 + 4, r - 1, tw, gd[:, : r - 1, 4:])
+            pending = gd[:, r - 1 :, 4:]
+        if want_x:
+            _add_row_overlap(grad_x, 4 * th, 1, tw, pending)
+            grad_x = grad_x.permute(0, 3, 1, 2)
+        grad_w = grad_b = None
+        if want_w:
+            grad_w = (kernel.T @ grad_u.view(36, c * k)).view(3, 3, c, k).permute(3, 2, 0, 1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 1, 2, 3, 4))
+        return grad_x, grad_w, grad_b, None
+
+
+def _cells(t: torch.Tensor, row: int, col: int, rows: int, sub_rows: int, cols: int, sub_cols: int) -> torch.Tensor:
+    """The view of ``t`` (n, H, W, c) whose element (b, i, s, j, v, ch) is
+    ``t[b, row + 4 i + s, col + 4 j + v, ch]``: parts of 4x4 cells, ``rows`` x ``cols`` of them."""
+    n, _, _, c = t.shape
+    sn, sh, sw, _ = t.stride()
+    return t.as_strided(
+        (n, rows, sub_rows, cols, sub_cols, c),
+        (sn, 4 * sh, sh, 4 * sw, sw, 1),
+        t.storage_offset() + row * sh + col * sw,
+    )
+
+
+def _add_row_overlap(t: torch.Tensor, row: int, rows: int, cols: int, tiles: torch.Tensor) -> None:
+    """Add the last two rows of ``rows`` rows of 6x6 tiles' gradients (n, rows, 2, cols, 6, c)
+    to the first two rows of the cells starting at ``row``."""
+    if rows:
+        _cells(t, row, 0, rows, 2, cols, 4).add_(tiles[..., :4, :])
+        _cells(t, row, 4, rows, 2, cols, 2).add_(tiles[..., 4:, :])
+
+
 class _ShiftedConv2d(nn.Conv2d):
     """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
     Same layer, same weights, same numbers to rounding."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.stride == (1, 1) and self.dilation == (1, 1) and _weight_grad_by_matmul(x, weight, self.groups):
-            if any(self.padding):
-                mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-                x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
-            return _ShiftedWeightGrad.apply(x, weight, bias, self.groups)
-        return super()._conv_forward(x, weight, bias)
+        if self.stride != (1, 1) or self.dilation != (1, 1):
+            return super()._conv_forward(x, weight, bias)
+        rows = _winograd_rows(x, weight, self.groups) if self.padding == (1, 1) else None
+        if rows is None and not _weight_grad_by_matmul(x, weight, self.groups):
+            return super()._conv_forward(x, weight, bias)
+        if any(self.padding):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        if rows is not None:
+            return _Winograd.apply(x, weight, bias, rows)
+        return _ShiftedWeightGrad.apply(x, weight, bias, self.groups)
 
 
 class _LowPrecision:
