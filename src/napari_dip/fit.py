@@ -630,7 +630,9 @@ class Fit:
         only the largest convolutions in bfloat16 (``MIXED_WORK``: at width 32, the
         full-resolution 3x3 ones). "auto" takes bfloat16 on CPUs with AMX tiles or AVX-512
         BF16 at width 64 and more, where oneDNN's bfloat16 convolutions make a step 1.3-1.7x
-        faster, "mixed" there below width 64, and float32 elsewhere (BENCHMARKS.md).
+        faster, "mixed" there below width 64, and float32 elsewhere (BENCHMARKS.md). In
+        float32 on a CPU, the 3x3 convolutions of width 128 from 24² on take Winograd's
+        algorithm (``networks._Winograd``): a width-128 step 1.2-1.3x faster.
     ensemble : int
         Members: this many networks with their own seeds (weights and z) fitted at
         once in one batched call (skip networks on CPU: ``networks.GroupedEnsemble``, one

@@ -209,7 +209,7 @@ def _weight_grad(grad: torch.Tensor, x: torch.Tensor, shape: torch.Size, groups:
 #: Winograd's convolution (``_Winograd``) from this many output pixels x input x output
 #: channels on, and from ``WINOGRAD_CHANNELS`` input and output channels; None: never.
 #: Below either its transforms cost more than they save (BENCHMARKS.md).
-WINOGRAD_WORK: int | None = 2**25
+WINOGRAD_WORK: int | None = 2**23
 WINOGRAD_CHANNELS = 96
 #: Tiles x channels per band of ``_Winograd``'s transforms.
 WINOGRAD_BAND = 2**15
