@@ -17,6 +17,7 @@ Z only where the voxel spacing allows (see ``z_strides``).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import numbers
@@ -217,20 +218,19 @@ WINOGRAD_BAND = 2**15
 WINOGRAD_KEEP = 2**26
 
 
-#: The device a step simulated on "meta" stands for (``simulating``; memory.py).
-_simulated_device: str | None = None
+#: The device a step simulated on "meta" stands for (``simulating``; memory.py), per thread.
+_simulated_device: contextvars.ContextVar[str | None] = contextvars.ContextVar("simulated_device", default=None)
 
 
 @contextlib.contextmanager
 def simulating(device_type: str) -> Iterator[None]:
     """Layers given "meta" tensors choose their kernels as on ``device_type``, so a
     simulated step (``memory.estimate_fit_bytes``) allocates what the real one will."""
-    global _simulated_device
-    previous, _simulated_device = _simulated_device, device_type
+    token = _simulated_device.set(device_type)
     try:
         yield
     finally:
-        _simulated_device = previous
+        _simulated_device.reset(token)
 
 
 def _winograd_rows(x: torch.Tensor, weight: torch.Tensor, groups: int) -> int | None:
@@ -239,7 +239,7 @@ def _winograd_rows(x: torch.Tensor, weight: torch.Tensor, groups: int) -> int | 
     ``WINOGRAD_WORK``, sides multiples of 4, one group, outside autocast and vmap."""
     c_out, c_in, *kernel = weight.shape
     h, w = x.shape[-2:]
-    device = _simulated_device if x.device.type == "meta" else x.device.type
+    device = _simulated_device.get() if x.device.type == "meta" else x.device.type
     if not (
         WINOGRAD_WORK is not None
         and kernel == [3, 3]
