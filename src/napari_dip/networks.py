@@ -341,7 +341,7 @@ class _Winograd(torch.autograd.Function):
         if bias is not None:
             y += bias
         ctx.save_for_backward(x, u, *kept)
-        ctx.geometry = (n, c, hp, wp, k, th, tw, rows)
+        ctx.rows = rows
         ctx.has_bias = bias is not None
         return y.permute(0, 3, 1, 2)
 
@@ -349,7 +349,8 @@ class _Winograd(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, u, *kept = ctx.saved_tensors
         data, kernel, out = _winograd_matrices(x.device)
-        n, c, hp, wp, k, th, tw, rows = ctx.geometry
+        rows, (n, c, hp, wp), k = ctx.rows, x.shape, u.shape[2]
+        th, tw = (hp - 2) // 4, (wp - 2) // 4
         grad = grad.permute(0, 2, 3, 1).contiguous().view(n, th, 4, tw, 4, k)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad.new_empty(n, hp, wp, c) if want_x else None
@@ -358,7 +359,7 @@ class _Winograd(torch.autograd.Function):
             grad_x[:, : 4 * th, 4 * tw :].zero_()
         grad_u = grad.new_zeros(36, c, k) if want_w else None
         pending = None
-        bands = _winograd_bands(x, rows)
+        bands = _winograd_bands(x, rows, transform=want_w)  # the tiles serve the weight gradient only
         if kept:  # the forward's tiles
             where = _winograd_bands(x, rows, transform=False, kept=True)
             bands = ((r0, r, v) for (r0, r, _), v in zip(where, kept, strict=True))
@@ -409,8 +410,9 @@ def _add_row_overlap(t: torch.Tensor, row: int, rows: int, cols: int, tiles: tor
 
 
 class _ShiftedConv2d(nn.Conv2d):
-    """Conv2d whose weight gradient takes ``_ShiftedWeightGrad`` where that is faster.
-    Same layer, same weights, same numbers to rounding."""
+    """Conv2d that takes Winograd's algorithm (``_Winograd``), or else a weight gradient by
+    shifted matrix products (``_ShiftedWeightGrad``), where that is faster. Same layer, same
+    weights, same numbers to rounding."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.stride != (1, 1) or self.dilation != (1, 1):
@@ -449,7 +451,8 @@ class _LowPrecision:
 
 class _Conv2d(_LowPrecision, _ShiftedConv2d):
     """The 2-D convolution of our networks: in bfloat16 where asked (``_LowPrecision``),
-    else with the shifted weight gradient where that is faster (``_ShiftedConv2d``)."""
+    else by Winograd's algorithm or with the shifted weight gradient where that is faster
+    (``_ShiftedConv2d``)."""
 
 
 class _Conv3d(_LowPrecision, nn.Conv3d):
