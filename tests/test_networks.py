@@ -170,6 +170,29 @@ def test_batch_norms_normalise_by_the_batch_and_keep_no_running_statistics(name)
         torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_skip_branch_converts_its_few_channels_once():
+    """The skip branch (conv, BatchNorm, LeakyReLU, BatchNorm of 4 channels) runs in the plain
+    layout between one conversion in and one out on a channels-last CPU input: the same output
+    and gradients as its layers one by one, each converting, and a channels-last output."""
+    from napari_dip.networks import _Hourglass
+
+    torch.manual_seed(0)
+    level = _Hourglass(32, 32, 32, 4, None).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 32, 24, 24).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ours = level._skip(x)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    plain = level.skip_bn(level.skip(x))
+    torch.testing.assert_close(ours, plain)
+    params = [x, *level.skip.parameters(), *level.skip_bn.parameters()]
+    grad = torch.randn_like(ours)
+    expected = torch.autograd.grad(plain, params, grad)
+    # Tolerance on the gradients' common scale: the conv bias's is zero but for rounding
+    # (BatchNorm takes out the mean), so no relative check holds for it.
+    scale = max(float(b.abs().max()) for b in expected)
+    for a, b in zip(torch.autograd.grad(ours, params, grad), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * scale)
+
+
 def test_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_numbers():
     """A 1x1 convolution of a channels-last CPU input of >= 2048 pixels runs as one
     matrix product over channels: same output (channels-last), input, weight and bias
