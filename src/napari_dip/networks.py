@@ -531,7 +531,7 @@ def _concat(parts: tuple[torch.Tensor, ...], groups: int = 1) -> torch.Tensor:
 def _batch_norm(channels: int, dims: int = 2) -> nn.Module:
     """BatchNorm over the batch's own statistics only: a fit never leaves training mode, so
     running statistics would never be read, yet keeping them costs one more operator call
-    per layer and step (1-3 % of a width-32 CPU step at 64²-96²). Same numbers."""
+    per layer and step (2-5 % of a width-32 CPU step at 64²-96²). Same numbers."""
     if dims == 2:
         return _BatchNorm2d(channels, track_running_stats=False)
     return nn.BatchNorm3d(channels, track_running_stats=False)
@@ -607,7 +607,7 @@ class _Hourglass(nn.Module):
     def _skip(self, x: torch.Tensor) -> torch.Tensor:
         """The skip branch: conv, BatchNorm, LeakyReLU, BatchNorm. Its few channels (4 a
         member) would have each BatchNorm convert a channels-last CPU input to the plain
-        layout and back (``_BatchNorm2d``); converted once for both instead: 10-25 % of the
+        layout and back (``_BatchNorm2d``); converted once for both instead: 7-17 % of the
         branch's time forward and back at 32²-128² (the same numbers)."""
         conv, norm, act = self.skip
         s = conv(x)
