@@ -10,6 +10,11 @@ def n_params(net):
     return sum(p.numel() for p in net.parameters())
 
 
+def _biases_before_norm(net):
+    """ids of the biases that ``networks._NormedBias`` leaves out (a BatchNorm follows)."""
+    return {id(m.bias) for m in net.modules() if getattr(m, "before_norm", False)}
+
+
 def test_default_skip_has_the_papers_parameter_count():
     assert n_params(build_network("skip", 32, 3, 128)) == 2_217_831
 
@@ -25,7 +30,8 @@ def test_every_network_maps_z_to_an_image_in_unit_range(name):
     assert out.shape == (1, 2, side, side)
     assert 0 < out.min() and out.max() < 1
     out.mean().backward()
-    assert all(p.grad is not None for p in net.parameters())
+    cancelled = _biases_before_norm(net)
+    assert all((p.grad is None) == (id(p) in cancelled) for p in net.parameters())
 
 
 def test_skip_family_geometry():
@@ -65,7 +71,9 @@ def test_3d_skip_maps_a_volume_to_unit_range_with_gradients_everywhere():
     assert out.shape == (1, 2, 8, 64, 64)
     assert 0 < out.min() and out.max() < 1
     out.mean().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    cancelled = _biases_before_norm(net)
+    assert cancelled
+    assert all(p.grad is None if id(p) in cancelled else p.grad.abs().sum() > 0 for p in net.parameters())
 
 
 @pytest.mark.parametrize(
@@ -185,12 +193,38 @@ def test_skip_branch_converts_its_few_channels_once():
     torch.testing.assert_close(ours, plain)
     params = [x, *level.skip.parameters(), *level.skip_bn.parameters()]
     grad = torch.randn_like(ours)
-    expected = torch.autograd.grad(plain, params, grad)
+    expected = torch.autograd.grad(plain, params, grad, materialize_grads=True)  # the conv's bias: unused
     # Tolerance on the gradients' common scale: the conv bias's is zero but for rounding
     # (BatchNorm takes out the mean), so no relative check holds for it.
     scale = max(float(b.abs().max()) for b in expected)
-    for a, b in zip(torch.autograd.grad(ours, params, grad), expected, strict=True):
+    for a, b in zip(torch.autograd.grad(ours, params, grad, materialize_grads=True), expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("name", ["skip", "unet", "resnet"])
+def test_a_bias_that_a_batch_norm_cancels_is_kept_but_not_added(name):
+    """Convolutions that feed a BatchNorm directly keep their bias as a parameter (the paper's
+    network and parameter count) but do not add it: the network's output is the one with
+    every bias added, to rounding; the head and layers before a ReLU still add theirs."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = build_network(name, 32, 2, 8).to(memory_format=torch.channels_last)
+    convs = [m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    marked = [m for m in convs if m.before_norm]
+    assert marked and len(marked) < len(convs)
+    for m in convs:  # nonzero biases, so that leaving one out would show
+        nn.init.uniform_(m.bias, -1, 1)
+    side = max(net.min_size[0], 2 * net.multiple[0])
+    z = torch.rand(1, net.in_channels, side, side).contiguous(memory_format=torch.channels_last)
+    ours = net(z)
+    for m in marked:
+        m.before_norm = False
+    torch.testing.assert_close(ours, net(z), rtol=1e-4, atol=1e-5)
+    heads = [m for m in convs if m not in marked]
+    for m in heads:  # a bias that is not cancelled does change the output
+        m.bias.data += 1
+    assert (net(z) - ours).abs().max() > 1e-3
 
 
 def test_pointwise_convolution_as_a_matrix_product_gives_the_convolutions_numbers():

@@ -62,7 +62,23 @@ def _channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-class _PointwiseConv2d(nn.Conv2d):
+class _NormedBias:
+    """Mixed in before a convolution class: with ``before_norm`` (set by ``_before_norm``)
+    the layer's output goes straight into a BatchNorm, which takes out any constant per
+    channel, so the bias changes nothing but rounding. It stays a parameter (the paper's
+    network, its parameter count and seeded weights) but is not added: no pass over the
+    output to add it and none over the output gradient to sum for it (its gradient is 0)."""
+
+    before_norm: bool = False
+
+    def _bias(self) -> torch.Tensor | None:
+        return None if self.before_norm else self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight, self._bias())
+
+
+class _PointwiseConv2d(_NormedBias, nn.Conv2d):
     """A 1x1 convolution that runs a channels-last CPU input of 2048 pixels or more as one
     matrix product over its channels (a free view): oneDNN's 1x1 convolution took twice
     as long forward and back (32 to 32 channels at 96²: 2.9 against 1.4 ms on a 2-core
@@ -78,11 +94,11 @@ class _PointwiseConv2d(nn.Conv2d):
             and self.groups == 1  # grouped (an ensemble's): oneDNN's; products per group gain little
             and _channels_last(x)
         ):
-            weight = self.weight.flatten(1)
+            weight, bias = self.weight.flatten(1), self._bias()
             if weight.shape[0] == 1 and torch.is_grad_enabled():
-                y = _ToOneChannel.apply(x.permute(0, 2, 3, 1), weight, self.bias)
+                y = _ToOneChannel.apply(x.permute(0, 2, 3, 1), weight, bias)
             else:
-                y = nn.functional.linear(x.permute(0, 2, 3, 1), weight, self.bias)
+                y = nn.functional.linear(x.permute(0, 2, 3, 1), weight, bias)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
 
@@ -449,13 +465,13 @@ class _LowPrecision:
         return super()._conv_forward(x, weight, bias)
 
 
-class _Conv2d(_LowPrecision, _ShiftedConv2d):
+class _Conv2d(_NormedBias, _LowPrecision, _ShiftedConv2d):
     """The 2-D convolution of our networks: in bfloat16 where asked (``_LowPrecision``),
     else by Winograd's algorithm or with the shifted weight gradient where that is faster
     (``_ShiftedConv2d``)."""
 
 
-class _Conv3d(_LowPrecision, nn.Conv3d):
+class _Conv3d(_NormedBias, _LowPrecision, nn.Conv3d):
     """The 3-D convolution of our networks: in bfloat16 where asked (``_LowPrecision``)."""
 
 
@@ -528,6 +544,12 @@ def _concat(parts: tuple[torch.Tensor, ...], groups: int = 1) -> torch.Tensor:
     return torch.cat(blocks, dim=2).flatten(1, 2)
 
 
+def _before_norm(conv: nn.Module) -> nn.Module:
+    """``conv``, marked as feeding a BatchNorm directly (``_NormedBias``)."""
+    conv.before_norm = True
+    return conv
+
+
 def _batch_norm(channels: int, dims: int = 2) -> nn.Module:
     """BatchNorm over the batch's own statistics only: a fit never leaves training mode, so
     running statistics would never be read, yet keeping them costs one more operator call
@@ -542,7 +564,7 @@ def _conv_bn_act(
 ) -> nn.Sequential:
     # BatchNorm is per channel: over a grouped layer's channels it is each group's own.
     return nn.Sequential(
-        _conv(c_in, c_out, size, stride, dims, groups),
+        _before_norm(_conv(c_in, c_out, size, stride, dims, groups)),
         _batch_norm(c_out * groups, dims),
         nn.LeakyReLU(0.2, inplace=True),
     )
@@ -754,7 +776,7 @@ class UNet(Prior):
     def _double(c_in: int, c_out: int) -> nn.Sequential:
         layers = []
         for c in (c_in, c_out):
-            layers += [_conv(c, c_out, 3), _batch_norm(c_out), nn.ReLU(inplace=True)]
+            layers += [_before_norm(_conv(c, c_out, 3)), _batch_norm(c_out), nn.ReLU(inplace=True)]
         return nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -773,10 +795,10 @@ class _Residual(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _conv(width, width, 3),
+            _before_norm(_conv(width, width, 3)),
             _batch_norm(width),
             nn.LeakyReLU(0.2, inplace=True),
-            _conv(width, width, 3),
+            _before_norm(_conv(width, width, 3)),
             _batch_norm(width),
         )
 
@@ -796,7 +818,7 @@ class ResNet(Prior):
             _conv(in_channels, width, 3),
             nn.LeakyReLU(0.2, inplace=True),
             *[_Residual(width) for _ in range(blocks)],
-            _conv(width, width, 3),
+            _before_norm(_conv(width, width, 3)),
             _batch_norm(width),
             nn.LeakyReLU(0.2, inplace=True),
             _conv(width, out_channels, 1),
