@@ -408,3 +408,17 @@ def test_a_tv_fit_drops_the_residual_ceiling_and_reports_the_data_term():
     assert next(iter(tv)).loss == pytest.approx(next(iter(plain)).loss)
     with pytest.raises(ValueError, match="tv must be a weight"):
         Fit("denoise", image, width=8, device="cpu", tv=-1.0)
+
+
+def test_biases_that_batch_norm_cancels_get_no_gradient_and_stay_put():
+    """Biases of convolutions feeding a BatchNorm are not added (networks._NormedBias): the
+    fit leaves them out of its backward after the first step, and they keep their initial
+    values, while every other parameter moves."""
+    fit = Fit("denoise", small_image(h=32, w=32), width=8, iterations=4, device="cpu", stopping=None)
+    before = {name: p.detach().clone() for name, p in fit.net.named_parameters()}
+    cancelled = {f"{n}.bias" for n, m in fit.net.named_modules() if getattr(m, "before_norm", False)}
+    assert cancelled and cancelled < set(before)
+    for _ in fit:
+        pass
+    for name, p in fit.net.named_parameters():
+        assert torch.equal(p, before[name]) == (name in cancelled), name

@@ -850,6 +850,9 @@ class Fit:
         weights = _flat_parameters(self.net)
         self._params = list(self.net.parameters())
         self._grad_views = [p.grad for p in self._params]  # views into weights.grad, what Adam reads
+        # Whether the parameters that get no gradient (biases a BatchNorm cancels:
+        # networks._NormedBias) have been left out of the backward; found at the first step.
+        self._unused_dropped = False
         self._optimizer = torch.optim.Adam(
             [weights], lr=self.lr, fused=dev.type in ("cpu", "cuda"), capturable=self._graphed
         )
@@ -938,7 +941,15 @@ class Fit:
         # Gradients into their views of the flat buffer in one foreach copy, instead of
         # zeroing it and letting backward add into each (one accumulation node and one add
         # per parameter, ~120 at width 32): 1-3 % of a small CPU step, the same numbers.
-        grads = torch.autograd.grad(total, self._params, materialize_grads=True)
+        if self._unused_dropped:
+            grads = torch.autograd.grad(total, self._params)
+        else:  # the first step: the graph is the same at every step, so is what it leaves out
+            grads = torch.autograd.grad(total, self._params, allow_unused=True)
+            used = [i for i, g in enumerate(grads) if g is not None]
+            # Their gradient views stay 0 (the buffer starts zeroed): Adam leaves them put.
+            self._params, self._grad_views = [self._params[i] for i in used], [self._grad_views[i] for i in used]
+            grads = [grads[i] for i in used]
+            self._unused_dropped = True
         torch._foreach_copy_(self._grad_views, grads)
         self._optimizer.step()
         with torch.no_grad():
