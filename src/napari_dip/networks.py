@@ -633,7 +633,7 @@ class _Hourglass(nn.Module):
         branch's time forward and back at 32²-128² (the same numbers)."""
         conv, norm, act = self.skip
         s = conv(x)
-        plain = self.skip_bn.num_features % 8 and s.device.type == "cpu" and s.dim() == 4 and _channels_last(s)
+        plain = bool(self.skip_bn.num_features % 8) and s.device.type == "cpu" and s.dim() == 4 and _channels_last(s)
         if plain:
             s = s.contiguous()
         s = self.skip_bn(act(norm(s)))
