@@ -504,8 +504,12 @@ class _BatchNorm2d(nn.BatchNorm2d):
     kernels are 2-6x slower there (4 channels at 96²: 0.82 against 0.13 ms forward and
     back), which the two copies do not come near. Same numbers."""
 
+    def plain_for(self, x: torch.Tensor) -> bool:
+        """Whether this layer normalises ``x`` in the plain layout (and converts it back)."""
+        return bool(self.num_features % 8) and x.device.type == "cpu" and _channels_last(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.num_features % 8 and x.device.type == "cpu" and _channels_last(x):
+        if self.plain_for(x):
             return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 
@@ -633,7 +637,7 @@ class _Hourglass(nn.Module):
         branch's time forward and back at 32²-128² (the same numbers)."""
         conv, norm, act = self.skip
         s = conv(x)
-        plain = bool(self.skip_bn.num_features % 8) and s.device.type == "cpu" and s.dim() == 4 and _channels_last(s)
+        plain = isinstance(self.skip_bn, _BatchNorm2d) and self.skip_bn.plain_for(s)  # 3-D: BatchNorm3d
         if plain:
             s = s.contiguous()
         s = self.skip_bn(act(norm(s)))
