@@ -294,9 +294,35 @@ def test_auto_precision_takes_bfloat16_only_where_the_cpu_multiplies_it(monkeypa
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert resolve_precision("auto", torch.device("cpu"), width=width) == expected
     assert resolve_precision("auto", torch.device("meta"), width=width) == "float32"  # not a CPU
     assert resolve_precision("float32", torch.device("cpu"), width=width) == "float32"
+
+
+@pytest.mark.parametrize(
+    ("variable", "cap", "expected"),
+    [
+        ("ONEDNN_MAX_CPU_ISA", "AVX2", "float32"),  # oneDNN would emulate bfloat16: 8x slower
+        ("ONEDNN_MAX_CPU_ISA", "avx512_core", "float32"),
+        ("DNNL_MAX_CPU_ISA", "AVX512_CORE_VNNI", "float32"),  # the older name
+        ("ONEDNN_MAX_CPU_ISA", "no-such-isa", "float32"),  # unknown: the safe side
+        ("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16", "bfloat16"),
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", "bfloat16"),
+        ("ONEDNN_MAX_CPU_ISA", "ALL", "bfloat16"),
+    ],
+)
+def test_auto_precision_follows_a_cap_on_onednns_instruction_set(monkeypatch, variable, cap, expected):
+    from napari_dip.fit import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv(variable, cap)
+    assert resolve_precision("auto", torch.device("cpu"), width=128) == expected
+    assert resolve_precision("bfloat16", torch.device("cpu"), width=128) == "bfloat16"  # asked for: kept
 
 
 def test_the_average_weighs_the_outputs_so_far_and_nothing_else():
