@@ -4,11 +4,12 @@
 only watching, to a cap) and saves every iteration's raw output and, every 25 iterations,
 the averaged output and its PSNR, as one ``.npz`` per case in ``--dir`` (~35 MB each, not
 kept in the repository). ``report`` replays the engine's photon rule
-(``stopping_replay.photon_default``: ES-EMV, rise 20 %, ceiling 1.5, ...) on the statistic
-taken over different sets of pixels: all (the default before), the flat half
+(``stopping_replay.photon_default``: ES-EMV, rise 20 % once settled, ceiling 1.5, ...) on
+the statistic taken over different sets of pixels: all (the default before), the flat half
 (``napari_dip.stopping.flat_pixels``, the default now) and other fractions; with the gate of
 a white residual and the end at a high-passed one (``stopping.Rule``'s ``white`` and
-``overfit``, the default now; recomputed from the saved averages), without that end, and
+``overfit``, the default now; recomputed from the saved averages), with a rise that need not
+wait for the statistic to settle (``settle``, the default before), without that end, and
 without either; and prints how far each keeps its output under the trace's peak.
 
 ``run --stack SEED`` saves each plane of the 16-bit ``fluorescence_stack`` fitted from
@@ -16,6 +17,7 @@ scratch instead; ``run --photons N ...`` the 40-photon cases' images and cameras
 ``run --dip-kwargs '{"noise": "poisson"}'`` another fit (quality.py's ``--dip-kwargs``).
 
     python benchmarks/flat_statistic.py run --split check --dir /tmp/flat   # ~70 s a case, 2 cores
+    python benchmarks/flat_statistic.py run --split blind --size 128 --dir /tmp/flat128
     python benchmarks/flat_statistic.py run --stack 2 --iterations 4000 --dir /tmp/stack  # ~90 s a plane
     python benchmarks/flat_statistic.py report --dir /tmp/flat
 """
@@ -90,8 +92,8 @@ def _watching(job: Any, iterations: int) -> float:
     return float(job.schedule.options.get("noise_variance", float("nan")))
 
 
-def run(case: quality.Case, iterations: int, folder: Path, kwargs: dict[str, Any]) -> None:
-    clean, noisy = quality.make(case, 96)
+def run(case: quality.Case, iterations: int, folder: Path, kwargs: dict[str, Any], size: int = 96) -> None:
+    clean, noisy = quality.make(case, size)
     job = quality.prepare_denoise(noisy, **{"dtype": "float32", "ensemble": 1, **kwargs})
     variance = _watching(job, iterations)
     saved = _Run(job, lambda restored: quality.psnr(case, clean, restored))
@@ -209,6 +211,7 @@ def report(
     else:
         rules = {
             "": stopping_replay.photon_default(),
+            ", rise unsettled": stopping_replay.photon_default(settle=False),
             ", no high-pass end": stopping_replay.photon_default(overfit=None),
             ", no white gate": stopping_replay.photon_default(white=None, overfit=None),
         }
@@ -240,6 +243,7 @@ def main() -> None:
     parser.add_argument("--split", choices=quality.SPLITS, nargs="+", default=["check", "blind", "unseen"])
     parser.add_argument("--cases", nargs="*", help="only these cases")
     parser.add_argument("--iterations", type=int, default=1800)
+    parser.add_argument("--size", type=int, default=96, help="run: crop size of the photon cases (quality.py's)")
     parser.add_argument("--dir", type=Path, required=True, help="where the runs' .npz files go")
     parser.add_argument("--stack", type=int, nargs="*", help="run: fluorescence_stack planes of these seeds instead")
     parser.add_argument(
@@ -282,7 +286,7 @@ def main() -> None:
             cases = [quality.bm3d_cleaned(c) for c in cases]
         for case in cases:
             if not args.cases or case.name in args.cases:
-                run(case, args.iterations, args.dir, quality.dip_kwargs(case, args))
+                run(case, args.iterations, args.dir, quality.dip_kwargs(case, args), args.size)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 CHECK = 25  # the fit asks the rule every 25 iterations (fit.STOP_CHECK_EVERY)
+PLATEAU_DROP, PLATEAU_SPAN = 0.05, 200  # napari_dip.stopping's (a settled statistic)
 
 Trace = dict
 RuleFn = Callable[[Trace], tuple[int, int]]
@@ -49,6 +50,7 @@ def variance_minimum(
     overfit: float | None = None,
     patience_fraction: float = 0.0,
     patience_ceiling: float | None = None,
+    settle: bool = False,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -70,7 +72,9 @@ def variance_minimum(
     correlation has fallen to ``overfit`` (< 0: the output fits the noise's low frequencies).
     Without these: the fit ends ``patience`` iterations after the best, or with
     ``patience_fraction``, after that fraction of the best's iteration where that is longer;
-    with ``patience_ceiling``, not while the residual is above that many variances."""
+    with ``patience_ceiling``, not while the residual is above that many variances. With
+    ``settle``, a rise counts only once the lowest statistic has fallen by less than 5 % over
+    the last 200 iterations (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``)."""
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)
@@ -83,6 +87,14 @@ def variance_minimum(
                 return otherwise
             below = np.nonzero(np.asarray(trace["whiteness"]) <= level)[0]
             return trace["every"] * (int(below[0]) + 1) if len(below) else len(stat) + 1
+
+        def settled(i: int) -> bool:
+            """The lowest statistic fell by less than ``PLATEAU_DROP`` over ``PLATEAU_SPAN``."""
+            return (
+                i > PLATEAU_SPAN
+                and np.isfinite(bests[i - PLATEAU_SPAN])
+                and bests[i] > (1 - PLATEAU_DROP) * bests[i - PLATEAU_SPAN]
+            )
 
         opens = first_record(white, 0)  # the first iteration the residual is white enough
         overfitted = first_record(overfit, len(stat) + 1)  # ... and high-passed to ``overfit``
@@ -112,7 +124,7 @@ def variance_minimum(
                     return (i if rise is not None else (kept or i)), i
             if np.isfinite(s) and (s < best or s <= best * (1 + tolerance)):
                 kept = i
-            elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best:
+            elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best and (not settle or settled(i)):
                 return i, i
             best = min(best, s)
             anchor = max(kept, since)
@@ -169,13 +181,26 @@ def by_noise(photon: RuleFn, gaussian: RuleFn) -> RuleFn:
 
 
 def photon_default(
-    rise: float | None = 0.20, white: float | None = 0.0, overfit: float | None = -0.05, **patience: float | None
+    rise: float | None = 0.20,
+    white: float | None = 0.0,
+    overfit: float | None = -0.05,
+    settle: bool = True,
+    **patience: float | None,
 ) -> RuleFn:
     """The engine's rule under the photon settings (``fit.PHOTON_RISE``, ``PHOTON_CEILING``,
-    ``PHOTON_WHITE``, ``PHOTON_OVERFIT``) with this ``rise``, ``white`` and ``overfit``
-    (and ``variance_minimum``'s ``patience_fraction`` or ``patience_ceiling``)."""
+    ``PHOTON_WHITE``, ``PHOTON_OVERFIT``, ``PHOTON_SETTLE``) with this ``rise``, ``white``,
+    ``overfit`` and ``settle`` (and ``variance_minimum``'s ``patience_fraction`` or
+    ``patience_ceiling``)."""
     return variance_minimum(
-        tolerance=0.01, rise=rise, floor=0.35, growth=2.5, ceiling=1.5, white=white, overfit=overfit, **patience
+        tolerance=0.01,
+        rise=rise,
+        floor=0.35,
+        growth=2.5,
+        ceiling=1.5,
+        white=white,
+        overfit=overfit,
+        settle=settle,
+        **patience,
     )
 
 

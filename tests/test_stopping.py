@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 
 import napari_dip
 from conftest import FAST, psnr
-from napari_dip.fit import PHOTON_OVERFIT, STABILISED_HOLD, Fit, photon_options
+from napari_dip.fit import PHOTON_OVERFIT, PHOTON_SETTLE, STABILISED_HOLD, Fit, photon_options
 from napari_dip.schedule import WARM_RULE
 from napari_dip.stopping import (
     DEFAULT_RULE,
@@ -286,10 +286,35 @@ def test_hold_keeps_a_member_going_while_its_residual_is_above_the_noise():
         watched(script, hold=-1.0)
 
 
+def test_settle_lets_a_rise_count_only_once_the_lowest_statistic_lies_flat():
+    # The statistic halves from iteration 4 to 500 (24 % in PLATEAU_SPAN iterations) with a
+    # 30 % wobble at 350, lies at its lowest to 799, and rises 25 % at 800.
+    falling = np.exp(np.linspace(0.0, np.log(0.5), 497))
+    falling[346] = 1.3 * falling[345]
+    script = [np.inf] * 3 + list(falling) + [0.5] * 299 + [0.625] * 100
+    plain = watched(script, patience=1000, rise=0.2)
+    assert run_scripted(plain, 899).index(True) + 1 == 350 and plain.best_iterations == [350]
+    settled = watched(script, patience=1000, rise=0.2, settle=True)
+    done = run_scripted(settled, 899)
+    assert done.index(True) + 1 == 800 and settled.best_iterations == [800]
+    # Without a rise, settle changes nothing: the lowest is kept, the patience ends it.
+    alone = watched(script, patience=50, settle=True)
+    assert run_scripted(alone, 899).index(True) + 1 == 849 and alone.best_iterations == [799]
+
+
+def test_the_photon_settings_wait_for_the_statistic_to_settle():
+    assert photon_options(0.05)["rule_options"] == {"settle": PHOTON_SETTLE} and PHOTON_SETTLE is True
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    common = {"width": 4, "iterations": 2, "device": "cpu", "stopping": "emv", "noise_variance": 0.01}
+    assert Fit("denoise", image, **common, **photon_options(0.05)).rule.settle
+    assert not Fit("denoise", image, **common, **photon_options(0.05, stabilised=True)).rule.settle  # no rise
+    assert not Fit("denoise", image, **common).rule.settle
+
+
 def test_the_stabilised_fit_of_bright_images_holds_its_patience():
     assert photon_options(0.05, stabilised=True, bright=True)["rule_options"] == {"hold": STABILISED_HOLD}
-    assert "rule_options" not in photon_options(0.05, stabilised=True)  # dim: measured without it
-    assert "rule_options" not in photon_options(0.05, bright=True)  # the plain loss: not measured
+    assert photon_options(0.05, stabilised=True)["rule_options"] == {}  # dim: measured without it
+    assert "hold" not in photon_options(0.05, bright=True)["rule_options"]  # the plain loss: not measured
     image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
     options = photon_options(0.05, stabilised=True, bright=True)
     fit = Fit("denoise", image, width=4, iterations=10, device="cpu", stopping="emv", **options)

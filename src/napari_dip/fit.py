@@ -148,6 +148,14 @@ PHOTON_WHITE = 0.0
 #: worst 1.79 -> 0.76; end to end +0.07 dB (spots at 15-40 photons +0.56 to +0.69, no case
 #: below -0.06), stack planes unchanged (BENCHMARKS.md, "A high-passed residual").
 PHOTON_OVERFIT = -0.05
+#: ... and the rise counts only once the statistic has settled (``stopping.Rule``'s ``settle``:
+#: its lowest fell by less than 5 % over the last 200 iterations): over the flat half it
+#: wobbles by 20-60 % while it still falls, and on the phantom at 128² (40 photons) the rise
+#: fired on a wobble at 750 iterations for a peak at 1625, 2.6 dB under it. Replayed on one
+#: network's saved runs of 21 photon cases at 128²: 0.23 -> 0.10 dB under the peak on
+#: average, worst 2.64 -> 0.40; of 24 at 96² 0.22 -> 0.20, worst 1.82 -> 1.16 (BENCHMARKS.md,
+#: "A rise that waits for the statistic to settle", with the end-to-end rows).
+PHOTON_SETTLE = True
 #: The variance-stabilised fit (``noise="poisson"``) keeps no rise: its raw outputs' variance
 #: lies nearly flat while its PSNR still climbs, and a 20 % rise fired on a fluctuation once
 #: the residual was white (the phantom at 40 photons kept 671 for a peak at 1600, 3.3 dB
@@ -230,10 +238,10 @@ def photon_options(
         # 16-bit stacks, lie flat long before their peak).
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
         options["flat"], options["white"], options["overfit"] = PHOTON_FLAT, PHOTON_WHITE, PHOTON_OVERFIT
+        options["rule_options"] = {"settle": PHOTON_SETTLE}
         if stabilised:  # the end at a high-passed residual was not measured on this fit
             options["rise"], options["overfit"], options["white"] = STABILISED_RISE, None, STABILISED_WHITE
-            if bright:
-                options["rule_options"] = {"hold": STABILISED_HOLD}
+            options["rule_options"] = {"hold": STABILISED_HOLD} if bright else {}
     return options
 
 
