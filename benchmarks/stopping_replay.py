@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 CHECK = 25  # the fit asks the rule every 25 iterations (fit.STOP_CHECK_EVERY)
-PLATEAU_DROP, PLATEAU_SPAN = 0.05, 200  # napari_dip.stopping's (a settled statistic)
 
 Trace = dict
 RuleFn = Callable[[Trace], tuple[int, int]]
@@ -75,6 +74,8 @@ def variance_minimum(
     with ``patience_ceiling``, not while the residual is above that many variances. With
     ``settle``, a rise counts only once the lowest statistic has fallen by less than 5 % over
     the last 200 iterations (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``)."""
+
+    from napari_dip.stopping import PLATEAU_DROP, PLATEAU_SPAN  # the engine's settled statistic
 
     def rule(trace: Trace) -> tuple[int, int]:
         stat = _series(trace, key)

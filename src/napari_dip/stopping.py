@@ -300,6 +300,7 @@ class Rule:
         self.hold = float(hold) if hold else None
         #: A rise counts only once the lowest statistic has settled (the plateau's test).
         self.settle = bool(settle)
+        self._settled_rise = self.settle and self.rise is not None  # without a rise, settle reads nothing
         #: The fraction of the image's values the variance statistics watch (``flat_pixels``),
         #: or None: all. The fit chooses them (``attach``'s ``statistic_index``).
         self.flat = float(flat) if flat else None
@@ -332,7 +333,7 @@ class Rule:
         self._since = torch.full((members,), self.window, dtype=torch.long, device=dev)
         self._member_shape = (members,) + (1,) * (average.ndim - 1)
         self.best_average = average.clone()
-        if self.plateau is not None or self.settle:  # the lowest statistic of the last PLATEAU_SPAN iterations, a ring
+        if self.plateau is not None or self._settled_rise:  # the lowest statistic of the last PLATEAU_SPAN iterations
             self._lowest_before = torch.full((PLATEAU_SPAN, members), math.inf, device=dev)
         if self.growth is not None:  # the raw outputs' last ``window`` values, for ``growth``
             self._growth_window = _Window(self.window, self._statistic_index.shape, dev)
@@ -407,15 +408,16 @@ class Rule:
                 self._since.copy_(torch.where(above, self._since.clamp(min=iteration), self._since))
             # A finished member is done: nothing replaces the output it kept.
             keep = (stat <= (1 + self.tolerance) * self._best) & torch.isfinite(stat) & ~self._finished
+            plateau_ends = residual is not None and self._residual_plateau is not None
             settled = None  # the lowest statistic has fallen by less than PLATEAU_DROP in PLATEAU_SPAN
-            if self.plateau is not None or self.settle:
+            if plateau_ends or self._settled_rise:  # only where something reads it
                 lowest = torch.minimum(self._best, stat)
                 ring = self._lowest_before[iteration % PLATEAU_SPAN]  # the lowest PLATEAU_SPAN iterations ago
                 settled = torch.isfinite(ring) & (lowest > (1 - PLATEAU_DROP) * ring)
                 ring.copy_(lowest)
             if residual is not None:
                 keep = self._end(keep, ~self._finished & (residual <= self._residual_floor), this_output=False)
-                if self._residual_plateau is not None:
+                if plateau_ends:
                     ended = ~self._finished & settled & (residual <= self._residual_plateau)
                     keep = self._end(keep, ended, this_output=False)
             if overfitted is not None:
@@ -429,7 +431,7 @@ class Rule:
                 keep = self._end(keep, grown, this_output=self.rise is not None)  # as the rise would, else the floor
             if self.rise is not None:
                 risen = ~self._finished & torch.isfinite(stat) & (stat >= (1 + self.rise) * self._best)
-                if self.settle:
+                if self._settled_rise:
                     risen &= settled
                 keep = self._end(keep, risen, this_output=True)
             torch.minimum(self._best, stat, out=self._best)
