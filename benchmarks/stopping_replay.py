@@ -50,6 +50,7 @@ def variance_minimum(
     patience_fraction: float = 0.0,
     patience_ceiling: float | None = None,
     settle: bool = False,
+    rise_white: float | None = None,
 ) -> RuleFn:
     """The engine's rule (``napari_dip.stopping.Rule``): the lowest statistic so far is the
     best, and with ``tolerance`` a later value within (1 + tolerance) of it also counts
@@ -73,7 +74,8 @@ def variance_minimum(
     ``patience_fraction``, after that fraction of the best's iteration where that is longer;
     with ``patience_ceiling``, not while the residual is above that many variances. With
     ``settle``, a rise counts only once the lowest statistic has fallen by less than 5 % over
-    the last 200 iterations (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``)."""
+    the last 200 iterations (``stopping.PLATEAU_DROP``, ``PLATEAU_SPAN``); with ``rise_white``,
+    only from the first record whose residual correlation is at or under it."""
 
     from napari_dip.stopping import PLATEAU_DROP, PLATEAU_SPAN  # the engine's settled statistic
 
@@ -98,6 +100,7 @@ def variance_minimum(
             )
 
         opens = first_record(white, 0)  # the first iteration the residual is white enough
+        rises = first_record(rise_white, 0)  # ... and high-passed enough for a rise to count
         overfitted = first_record(overfit, len(stat) + 1)  # ... and high-passed to ``overfit``
         best, kept, lowest, since = np.inf, 0, np.inf, warmup
         bests = np.full(len(stat) + 1, np.inf)  # the lowest statistic after each iteration
@@ -125,8 +128,9 @@ def variance_minimum(
                     return (i if rise is not None else (kept or i)), i
             if np.isfinite(s) and (s < best or s <= best * (1 + tolerance)):
                 kept = i
-            elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best and (not settle or settled(i)):
-                return i, i
+            elif rise is not None and np.isfinite(best) and s >= (1 + rise) * best and i >= rises:
+                if not settle or settled(i):
+                    return i, i
             best = min(best, s)
             anchor = max(kept, since)
             fitting = patience_ceiling is not None and nearest > patience_ceiling
