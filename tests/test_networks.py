@@ -437,8 +437,10 @@ def test_fit_with_winograd_convolutions_follows_the_direct_fit(monkeypatch):
     (loss_a, out_a, bytes_a), (loss_b, out_b, bytes_b) = results[None], results[2**14]
     assert any(r is not None for r in chosen)
     # Rounding differences grow along a fit (one thread against two drifts as far): the first
-    # steps agree closely, the end within a few percent.
-    np.testing.assert_allclose(loss_b[:3], loss_a[:3], rtol=1e-4)
+    # loss (the same weights) agrees to rounding, the next steps closely (oneDNN's kernels
+    # differ by CPU: 2e-4 at the third step on an AMX Xeon), the end within a few percent.
+    np.testing.assert_allclose(loss_b[0], loss_a[0], rtol=1e-5)
+    np.testing.assert_allclose(loss_b[1:3], loss_a[1:3], rtol=2e-3)
     np.testing.assert_allclose(loss_b[-1], loss_a[-1], rtol=0.05)
     assert np.abs(out_b - out_a).mean() < 0.01
     assert bytes_b > bytes_a  # the kept tiles of the 96² layers
