@@ -159,14 +159,33 @@ def _whiteness(saved: Any) -> list[float]:
     return residual_correlation(residual, None if known is None else known[None]).tolist()
 
 
-def trace(path: Path, fraction: float | None, sigma: float) -> dict:
-    """A ``stopping_replay`` trace of a saved run, the statistic over the chosen values and
-    the residual (ceiling, floor) over random values of all, as the engine samples them."""
+def load(path: Path) -> dict[str, np.ndarray]:
+    """A saved run's arrays, read once (``np.load`` reads an array again at every access)."""
+    with np.load(path) as saved:
+        return dict(saved)
+
+
+def _region(saved: dict[str, np.ndarray], region: tuple[slice, ...]) -> dict[str, np.ndarray]:
+    """The arrays of a saved run over one region of its plane (the PSNR stays the whole's)."""
+    plane, series = (slice(None), *region), (slice(None), slice(None), *region)
+    cut = {"raw": series, "average": series, "target": plane, "known": plane}
+    return {k: np.ascontiguousarray(v[cut[k]]) if k in cut else v for k, v in saved.items()}
+
+
+def trace(
+    saved: Path | dict[str, np.ndarray], fraction: float | None, sigma: float, region: tuple[slice, ...] | None = None
+) -> dict:
+    """A ``stopping_replay`` trace of a saved run (a path, or its ``load``ed arrays), the
+    statistic over the chosen values and the residual (ceiling, floor) over random values of
+    all, as the engine samples them; with ``region`` (slices of Y and X), of that region alone
+    (its ``psnr`` stays the whole image's)."""
     import torch
 
     from napari_dip.stopping import flat_pixels
 
-    saved = np.load(path)
+    saved = load(saved) if isinstance(saved, Path) else saved
+    if region is not None:
+        saved = _region(saved, region)
     raw = saved["raw"].reshape(len(saved["raw"]), -1).astype(np.float64)
     target = saved["target"]
     rng = np.random.default_rng(0)
@@ -224,12 +243,13 @@ def report(
     print("| --- | --- |" + " --- |" * len(columns))
     for path in paths:
         cells = []
-        traces = {(fraction, sigma): trace(path, fraction, sigma) for _, fraction, sigma in selections}
+        saved = load(path)
+        traces = {(fraction, sigma): trace(saved, fraction, sigma) for _, fraction, sigma in selections}
         for name, fraction, sigma, rule in columns:
             gap, kept, _ = stopping_replay.score(traces[fraction, sigma], rule)
             gaps[name].append(gap)
             cells.append(f"{gap:.2f} ({kept})")
-        psnr = np.load(path)["psnr"]
+        psnr = saved["psnr"]
         print(f"| {path.stem} | {psnr.max():.2f} ({EVERY * (int(psnr.argmax()) + 1)}) | " + " | ".join(cells) + " |")
     print("\n| statistic over | mean / worst dB under the peak | cases > 0.6 dB |\n| --- | --- | --- |")
     for name, values in gaps.items():
