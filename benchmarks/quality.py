@@ -642,7 +642,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="DIP's seed (the noise has its own, per case)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--photon-region",
+        type=int,
+        help="A/B runs: the photon settings' region side (fit.PHOTON_REGION; 0: the whole image stops as one)",
+    )
     args = parser.parse_args()
+    if args.photon_region is not None:
+        import napari_dip.fit
+
+        napari_dip.fit.PHOTON_REGION = args.photon_region
     if args.command == "cases":
         for c in selected(args):
             print(f"{c.name:14} {c.split:9} {c.kind:9} {json.dumps(c.params)}")

@@ -7,7 +7,7 @@ from scipy.ndimage import uniform_filter
 
 import napari_dip
 from conftest import FAST, psnr
-from napari_dip.fit import PHOTON_OVERFIT, PHOTON_SETTLE, STABILISED_HOLD, Fit, photon_options
+from napari_dip.fit import PHOTON_OVERFIT, PHOTON_REGION, PHOTON_SETTLE, STABILISED_HOLD, Fit, photon_options
 from napari_dip.schedule import WARM_RULE
 from napari_dip.stopping import (
     DEFAULT_RULE,
@@ -18,6 +18,7 @@ from napari_dip.stopping import (
     WindowedVariance,
     flat_pixels,
     make_rule,
+    region_grid,
     residual_correlation,
 )
 
@@ -303,12 +304,103 @@ def test_settle_lets_a_rise_count_only_once_the_lowest_statistic_lies_flat():
 
 
 def test_the_photon_settings_wait_for_the_statistic_to_settle():
-    assert photon_options(0.05)["rule_options"] == {"settle": PHOTON_SETTLE} and PHOTON_SETTLE is True
+    assert photon_options(0.05)["rule_options"]["settle"] is PHOTON_SETTLE is True
     image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
     common = {"width": 4, "iterations": 2, "device": "cpu", "stopping": "emv", "noise_variance": 0.01}
     assert Fit("denoise", image, **common, **photon_options(0.05)).rule.settle
     assert not Fit("denoise", image, **common, **photon_options(0.05, stabilised=True)).rule.settle  # no rise
     assert not Fit("denoise", image, **common).rule.settle
+
+
+def test_region_grid_cuts_planes_of_two_sides_or_more():
+    whole = [(slice(0, 255), slice(0, 200))]
+    assert region_grid((255, 200), 128) == whole and region_grid((3, 255, 200), None) == whole
+    assert region_grid((256, 256), 128) == [(slice(0, 128), slice(a, a + 128)) for a in (0, 128)] + [
+        (slice(128, 256), slice(a, a + 128)) for a in (0, 128)
+    ]
+    grid = region_grid((1, 383, 520), 128)  # a volume's planes: Y and X only
+    assert (
+        len(grid) == 2 * 4
+        and grid[0] == (slice(0, 191), slice(0, 130))
+        and grid[-1] == (slice(191, 383), slice(390, 520))
+    )
+    assert region_grid((300, 100), 128) == [(slice(0, 150), slice(0, 100)), (slice(150, 300), slice(0, 100))]
+
+
+def test_regions_stop_apart_and_each_keeps_its_own_output():
+    # One member, two regions (the left and right halves of a 1 x 4 canvas): the left's
+    # statistic is lowest at 5, then flat above it; the right's keeps falling.
+    left = [np.inf, 2.0, 1.5, 1.2, 1.0, *[1.1] * 35]
+    right = [np.inf, *np.linspace(2.0, 0.1, 39)]
+    rule = Scripted(np.stack([left, right], axis=1), patience=10)
+    rule.attach(torch.zeros(1, 1, 1, 4), torch.tensor([[0], [2]]), region_map=torch.tensor([[0, 0, 1, 1]]))
+    done = []
+    for i in range(1, 41):
+        average = torch.full((1, 1, 1, 4), float(i))
+        if i == 3:
+            assert rule.kept(average).flatten().tolist() == [2, 2, 2, 2]  # kept the 2nd everywhere
+        rule.update(i, average, average)
+        done.append(rule.done(i))
+    assert rule.best_iterations == [5, 40] and rule.best_average.flatten().tolist() == [5, 5, 40, 40]
+    assert not any(done)  # the right half still improves
+    # A region with nothing kept yet takes the latest average.
+    fresh = Scripted(np.stack([left, [np.inf] * 40], axis=1), patience=10)
+    fresh.attach(torch.zeros(1, 1, 1, 4), torch.tensor([[0], [2]]), region_map=torch.tensor([[0, 0, 1, 1]]))
+    for i in range(1, 8):
+        average = torch.full((1, 1, 1, 4), float(i))
+        fresh.update(i, average, average)
+    assert fresh.kept(average).flatten().tolist() == [5, 5, 7, 7]
+
+
+def test_region_settings_are_checked():
+    for bad in (16, 0, 128.0, True):
+        with pytest.raises(ValueError, match="region"):
+            ExponentialVariance(region=bad)
+    with pytest.raises(ValueError, match="whole image"):
+        make_rule("validation", region=128)
+    image = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="super-resolution"):
+        Fit("super-resolve", image, width=4, iterations=2, stopping="emv", rule_options={"region": 32}, device="cpu")
+    rule = ExponentialVariance()
+    with pytest.raises(ValueError, match="region_map"):
+        rule.attach(torch.zeros(1, 1, 1, 4), torch.tensor([[0], [2]]))
+
+
+def test_the_photon_settings_stop_large_planes_per_region(noisy_camera, camera64):
+    # 32-pixel regions of a 64² image (2 x 2), two members: each member's region keeps the
+    # averaged output of its own best iteration, and the composite beats the noisy image.
+    assert photon_options(0.05)["rule_options"]["region"] == PHOTON_REGION == 128
+    assert "region" not in photon_options(0.05, stabilised=True)["rule_options"]  # not measured there
+    assert WARM_RULE["region"] is None
+    image = (noisy_camera / 255.0).astype(np.float32)[None]
+    options = {**photon_options(0.1), "ema": 0.99}  # a shorter average: an earlier end
+    options["rule_options"] = {**options["rule_options"], "region": 32, "patience": 100}
+    fit = Fit(
+        "denoise",
+        image,
+        width=16,
+        iterations=1500,
+        stopping="emv",
+        noise_variance=(25 / 255) ** 2,
+        ensemble=2,
+        device="cpu",
+        **options,
+    )
+    averages = {}
+    for record in fit:
+        averages[record.iteration] = fit.average.clone()
+    kept = fit.rule.best_iterations
+    assert fit.rule.regions == 4 and len(kept) == 8 and 0 < min(kept)
+    assert len(set(kept)) > 1  # the regions stopped apart
+    for index, iteration in enumerate(kept):
+        member, (rows, cols) = index // 4, region_grid((64, 64), 32)[index % 4]
+        where = (
+            member,
+            slice(None),
+            *(slice(r.start + o.start, r.stop + o.start) for r, o in zip((rows, cols), fit.output_region, strict=True)),
+        )
+        np.testing.assert_array_equal(fit.rule.best_average[where].numpy(), averages[iteration][where].numpy())
+    assert psnr(fit.result()[0] * 255, camera64) - psnr(noisy_camera, camera64) >= 4.0
 
 
 def test_the_stabilised_fit_of_bright_images_holds_its_patience():

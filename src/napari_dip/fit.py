@@ -40,7 +40,7 @@ from .networks import (
     seeded_network,
 )
 from .operators import Identity, LanczosDownsample, Mask, Masked, Region, data_loss, total_variation
-from .stopping import DEFAULT_RULE, Rule, flat_pixels, make_rule
+from .stopping import DEFAULT_RULE, Rule, flat_pixels, make_rule, region_grid
 
 Task = Literal["denoise", "inpaint", "super-resolve", "flash-no-flash"]
 NET_INPUTS = ("noise", "meshgrid")
@@ -156,6 +156,13 @@ PHOTON_OVERFIT = -0.05
 #: average, worst 2.64 -> 0.40; of 24 at 96² 0.22 -> 0.20, worst 1.82 -> 1.16 (BENCHMARKS.md,
 #: "A rise that waits for the statistic to settle", with the end-to-end rows).
 PHOTON_SETTLE = True
+#: ... and planes of 256² and more stop per region of 128² or more (``stopping.Rule``'s
+#: ``region``): parts of one image peak hundreds of iterations apart, and the whole image's
+#: statistic turned 700-1000 iterations before the peak on nuclei at 256². Replayed per 128²
+#: quadrant on one network's saved runs of six photon cases at 256²: +0.25 dB on average over
+#: the whole image's rule (nuclei +0.50 to +1.10, the phantom -0.18; BENCHMARKS.md, "A stopping
+#: time per quadrant"); at 96² smaller regions gained nothing (too few flat values to watch).
+PHOTON_REGION = 128
 #: The variance-stabilised fit (``noise="poisson"``) keeps no rise: its raw outputs' variance
 #: lies nearly flat while its PSNR still climbs, and a 20 % rise fired on a fluctuation once
 #: the residual was white (the phantom at 40 photons kept 671 for a peak at 1600, 3.3 dB
@@ -238,7 +245,7 @@ def photon_options(
         # 16-bit stacks, lie flat long before their peak).
         options["rise"], options["ceiling"], options["plateau"] = PHOTON_RISE, PHOTON_CEILING, 0.0
         options["flat"], options["white"], options["overfit"] = PHOTON_FLAT, PHOTON_WHITE, PHOTON_OVERFIT
-        options["rule_options"] = {"settle": PHOTON_SETTLE}
+        options["rule_options"] = {"settle": PHOTON_SETTLE, "region": PHOTON_REGION or None}
         if stabilised:  # the end at a high-passed residual was not measured on this fit
             options["rise"], options["overfit"], options["white"] = STABILISED_RISE, None, STABILISED_WHITE
             options["rule_options"] = {"hold": STABILISED_HOLD} if bright else {}
@@ -814,8 +821,10 @@ class Fit:
         }
         settings.update(rule_options or {})
         self.rule = None if stopping is None else make_rule(stopping, **settings)
-        if self.rule is not None and self.rule.flat and task == "super-resolve":
-            raise ValueError("'flat' picks pixels in the image's own frame; leave it unset for super-resolution")
+        if self.rule is not None and (self.rule.flat or self.rule.region) and task == "super-resolve":
+            raise ValueError(
+                "'flat' and 'region' pick pixels in the image's own frame; leave them unset for super-resolution"
+            )
         held_out = None
         if self.rule is not None and self.rule.held_out > 0:
             if task == "super-resolve":
@@ -925,7 +934,10 @@ class Fit:
         with the noise variance, the noisy values there), the held-out pixels (and their
         measured values) for validation."""
         dev, channels = self.device, self._image.shape[0]
-        if held_out is None:
+        parts = region_grid(self._image.shape[1:], self.rule.region)
+        if len(parts) > 1:
+            self._attach_regions(parts, generator, noise_variance)
+        elif held_out is None:
             pixels = _canvas_indices(self.canvas, self.output_region, channels)
             # The region's pixels in this order are the image's, flat (C, *shape).
             pick = torch.randperm(pixels.numel(), generator=generator)[: self.rule.samples]
@@ -947,6 +959,45 @@ class Fit:
         else:
             self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))
             self.rule.measured = self._image[:, held_out].reshape(-1).to(dev)
+
+    def _attach_regions(
+        self, parts: list[tuple[slice, slice]], generator: torch.Generator, noise_variance: float | None
+    ) -> None:
+        """``_attach_rule`` for regions that stop apart (``stopping.region_grid``): as many
+        random values of each region (as many flat ones, each region's own flat fraction),
+        and the region of each canvas pixel (padding: the nearest)."""
+        dev, image = self.device, self._image
+        pixels = _canvas_indices(self.canvas, self.output_region, image.shape[0])
+        positions = torch.arange(image.numel()).view(image.shape)  # into ``pixels``: the image's flat order
+        known = None if self._known is None else self._known.expand(image.shape)
+        inside = [positions[(..., *part)].flatten() for part in parts]
+        count = min(self.rule.samples, *(len(p) for p in inside))
+        picks = torch.stack([p[torch.randperm(len(p), generator=generator)[:count]] for p in inside])
+        watched = None
+        if self.rule.flat:  # each region's own flattest values: its own structure sets them
+            pools = []
+            for part, where in zip(parts, inside, strict=True):
+                flat = flat_pixels(image[(..., *part)], self.rule.flat).flatten()
+                if known is not None:
+                    flat &= known[(..., *part)].flatten()
+                pools.append(where[flat] if bool(flat.any()) else where)
+            size = min(self.rule.samples, *(len(p) for p in pools))
+            watched = torch.stack([p[torch.randperm(len(p), generator=generator)[:size]] for p in pools])
+            watched = pixels[watched].to(dev)
+        labels = torch.empty(image.shape[-2:], dtype=torch.long)
+        for k, part in enumerate(parts):
+            labels[part] = k
+        # Canvas rows and columns to the image's nearest (the canvas adds padding around it).
+        near = [
+            (torch.arange(n) - r.start).clamp(0, r.stop - r.start - 1)
+            for n, r in zip(self.canvas[-2:], self.output_region[-2:], strict=True)
+        ]
+        region_map = labels[near[0][:, None], near[1][None, :]].expand(self.canvas)
+        self.rule.attach(self._average, pixels[picks].to(dev), watched, region_map)
+        if noise_variance is not None:
+            weight = torch.ones(picks.shape, dtype=torch.bool) if known is None else known.reshape(-1)[picks]
+            self.rule.watch_residual(image.reshape(-1)[picks], weight, float(noise_variance))
+            self.rule.watch_whiteness(image, self._known, self.output_region, parts)
 
     def _step(self) -> None:
         """One Adam step; device work only, so that a CUDA graph can capture it."""
@@ -1048,9 +1099,9 @@ class Fit:
                 with self._on_device():
                     self._advance()
                 statistic = None
-                if rule is not None:  # one value per member; the history keeps their mean (a view for one)
+                if rule is not None:  # one value per member (and region); the history keeps their mean
                     statistic = rule.update(self.iteration + 1, self._output, self._average)
-                    statistic = statistic[0] if self.members == 1 else statistic.mean()
+                    statistic = statistic[0] if statistic.numel() == 1 else statistic.mean()
                 history.append(self._loss, statistic)
                 self.iteration += 1
                 i, now = self.iteration, time.perf_counter()
@@ -1101,10 +1152,12 @@ class Fit:
         ones come from the network. Before the first iteration: the untrained output.
         """
         with torch.no_grad():
-            if self.rule is not None and self.rule.best_iteration > 0:
-                average = self.rule.best_average
+            if not self.iteration:
+                average = self.net(self._z)
+            elif self.rule is not None:  # each member's (and region's) best, the latest where none yet
+                average = self.rule.kept(self._average)
             else:
-                average = self._average if self.iteration else self.net(self._z)
+                average = self._average
             # An ensemble's result is the mean of its members' (for one member: itself).
             out = average[(slice(None), slice(None), *self.output_region)].float().mean(dim=0).cpu()
         if self.task == "inpaint":

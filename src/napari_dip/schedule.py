@@ -49,6 +49,7 @@ WARM_RULE: dict[str, float | None] | None = {
     "flat": 0,  # all pixels: the warm units' replays watched them all
     "white": None,  # not measured on warm units (they start fitted)
     "overfit": None,
+    "region": None,  # the whole unit: regions that stop apart were measured on cold fits only
 }
 
 

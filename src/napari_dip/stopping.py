@@ -114,6 +114,18 @@ by 2 dB; the patience ended them 1.5-2.3 dB under the peak, the residual still 1
 (replayed: 0.1-0.7 dB under it with a hold at 1.0). The stabilised fit of bright images takes
 1.0 (``fit.STABILISED_HOLD``).
 
+With ``region`` (a side in pixels) a plane whose Y and X span two such sides or more is cut
+into a grid of regions (``region_grid``), and each stops apart: each has its own sample of
+raw outputs, flat half, residual and whiteness, its own statistic, best iteration and kept
+output, as if it were an ensemble member of its own; the fit ends when the last region is
+done, and the result takes each region's pixels from its own kept output. Regions of one
+image peak at different iterations: at 256² the whole image's flat-half statistic turned
+700-1000 iterations before the peak on nuclei (40 photons) while other parts of the image
+still improved; with a stopping time per 128² quadrant, replayed on one network's saved
+runs of six photon cases, +0.25 dB over the whole image's rule on average (nuclei +0.50 to
++1.10, above the run's single peak; the phantom -0.18; BENCHMARKS.md, "A stopping time per
+quadrant"). Smaller regions were no gain at 96² (too few flat values to watch).
+
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
 whatever the image size (a window of W full images would not). An ensemble's
@@ -124,6 +136,7 @@ last of them is done.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -141,6 +154,21 @@ WHITE_EVERY = 10
 #: ``flat``: the noisy image is smoothed by a Gaussian of this std (pixels) before its
 #: gradient is taken, so that noise does not decide which pixels count as flat.
 FLAT_SIGMA = 2.0
+
+
+def region_grid(shape: tuple[int, ...], side: int | None) -> list[tuple[slice, slice]]:
+    """The regions that stop apart in a plane of ``shape`` (its last two axes: Y, X), as
+    (Y, X) slices: ``side`` or more pixels along each axis, as many as fit, of near-equal
+    size (256 at side 128: halves; 383: halves; 384: thirds). One region, the whole plane,
+    where ``side`` is None or the plane is under two sides along both axes."""
+    height, width = shape[-2:]
+    if side is None or (height < 2 * side and width < 2 * side):
+        return [(slice(0, height), slice(0, width))]
+    spans = []
+    for n in (height, width):
+        count = max(1, n // side)
+        spans.append([slice(a, b) for a, b in itertools.pairwise(n * k // count for k in range(count + 1))])
+    return [(rows, cols) for rows in spans[0] for cols in spans[1]]
 
 
 def flat_pixels(image: torch.Tensor, fraction: float, sigma: float = FLAT_SIGMA) -> torch.Tensor:
@@ -254,6 +282,7 @@ class Rule:
         overfit: float | None = None,
         hold: float | None = None,
         settle: bool = False,
+        region: int | None = None,
     ) -> None:
         patience = self.default_patience if patience is None else patience
         tolerance = self.default_tolerance if tolerance is None else tolerance
@@ -290,7 +319,13 @@ class Rule:
             )
         if hold is not None and not (isinstance(hold, (int, float)) and 0 <= hold < math.inf):
             raise ValueError(f"hold must be a factor >= 0 of the noise variance (0: none) or None, got {hold!r}")
+        if region is not None and not (isinstance(region, int) and not isinstance(region, bool) and region >= 32):
+            raise ValueError(f"region must be a side in pixels >= 32 (regions that stop apart) or None, got {region!r}")
+        if region is not None and self.held_out > 0:
+            raise ValueError(f"the {self.name!r} rule watches the whole image; leave region unset")
         self.patience, self.window, self.samples = int(patience), int(window), int(samples)
+        #: The side of the regions that stop apart (``region_grid``), or None: the whole image.
+        self.region = region
         self.rise = None if rise is None else float(rise)
         self.tolerance = float(tolerance)
         self.floor = None if floor is None else float(floor)
@@ -313,31 +348,49 @@ class Rule:
         self._white_noisy: torch.Tensor | None = None  # ``watch_whiteness``
 
     def attach(
-        self, average: torch.Tensor, sample_index: torch.Tensor, statistic_index: torch.Tensor | None = None
+        self,
+        average: torch.Tensor,
+        sample_index: torch.Tensor,
+        statistic_index: torch.Tensor | None = None,
+        region_map: torch.Tensor | None = None,
     ) -> None:
         """Allocate state on the fit's device. ``average`` is ``(M, C, *canvas)``, one
         entry per ensemble member; ``sample_index`` are flat indices of image pixels
-        (not canvas padding) into one member's output; ``statistic_index``, the same
-        kind, those the variance statistics watch instead (``flat``), or None: the same."""
+        (not canvas padding) into one member's output, ``(S,)``, or ``(R, S)``: S of each
+        of R regions that stop apart; ``statistic_index``, the same kind (as many rows),
+        those the variance statistics watch instead (``flat``), or None: the same.
+        ``region_map``, with R > 1: the region of each canvas pixel (integers, the canvas's
+        shape), which says whose kept output the pixel takes (padding: any region)."""
         dev, members = average.device, average.shape[0]
-        # The same pixels of every member, as flat indices into the whole (M, ...) tensor.
-        offsets = torch.arange(members, device=dev)[:, None] * average[0].numel()
-        self._index = sample_index[None, :] + offsets
-        self._statistic_index = self._index if statistic_index is None else statistic_index[None, :] + offsets
-        self._best = torch.full((members,), math.inf, device=dev)
-        self._inf = torch.full((members,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
-        self._best_iteration = torch.zeros(members, dtype=torch.long, device=dev)
-        self._finished = torch.zeros(members, dtype=torch.bool, device=dev)  # rise, floor, growth or patience
-        self._fitting = torch.zeros(members, dtype=torch.bool, device=dev)  # residual above ``hold``
+        sample_index = sample_index.view(-1, sample_index.shape[-1])
+        self.regions = regions = sample_index.shape[0]
+        if regions > 1 and (region_map is None or region_map.shape != average.shape[2:]):
+            raise ValueError("regions that stop apart need a region_map of the canvas's shape")
+        # The same pixels of every member, as flat indices into the whole (M, ...) tensor: one
+        # row per member and region (member-major), each watched as if a member of its own.
+        offsets = torch.arange(members, device=dev)[:, None, None] * average[0].numel()
+        self._index = (sample_index[None] + offsets).flatten(0, 1)
+        self._statistic_index = (
+            self._index
+            if statistic_index is None
+            else (statistic_index.view(regions, -1)[None] + offsets).flatten(0, 1)
+        )
+        watched = members * regions
+        self._best = torch.full((watched,), math.inf, device=dev)
+        self._inf = torch.full((watched,), math.inf, device=dev)  # preallocated: no host-to-device copy per step
+        self._best_iteration = torch.zeros(watched, dtype=torch.long, device=dev)
+        self._finished = torch.zeros(watched, dtype=torch.bool, device=dev)  # rise, floor, growth or patience
+        self._fitting = torch.zeros(watched, dtype=torch.bool, device=dev)  # residual above ``hold``
         # Patience counts from here: the end of the window, or of the last output above the ceiling.
-        self._since = torch.full((members,), self.window, dtype=torch.long, device=dev)
+        self._since = torch.full((watched,), self.window, dtype=torch.long, device=dev)
         self._member_shape = (members,) + (1,) * (average.ndim - 1)
+        self._region_map = None if regions == 1 else region_map.to(dev, torch.long)
         self.best_average = average.clone()
         if self.plateau is not None or self._settled_rise:  # the lowest statistic of the last PLATEAU_SPAN iterations
-            self._lowest_before = torch.full((PLATEAU_SPAN, members), math.inf, device=dev)
+            self._lowest_before = torch.full((PLATEAU_SPAN, watched), math.inf, device=dev)
         if self.growth is not None:  # the raw outputs' last ``window`` values, for ``growth``
             self._growth_window = _Window(self.window, self._statistic_index.shape, dev)
-            self._lowest_windowed = torch.full((members,), math.inf, device=dev)
+            self._lowest_windowed = torch.full((watched,), math.inf, device=dev)
 
     def _windowed_variance(self, window: _Window, iteration: int, output: torch.Tensor) -> torch.Tensor:
         """ES-WMV's statistic: per member, the mean over the sampled values of their variance
@@ -347,7 +400,8 @@ class Rule:
 
     def watch_residual(self, noisy: torch.Tensor, weight: torch.Tensor, variance: float) -> None:
         """After ``attach``: the noisy values at the sampled pixels, their weights (0 for
-        pixels left out of the fit) and the noise variance, in the fit's units. With a
+        pixels left out of the fit; both shaped as ``sample_index``) and the noise variance,
+        in the fit's units. With a
         ``floor``, a member is done once its averaged output's residual has fallen to
         ``floor × variance``; with a ``ceiling``, no output counts (nor any rise or growth)
         until it has fallen to ``ceiling × variance``; with a ``plateau``, a member is done
@@ -357,32 +411,46 @@ class Rule:
             return
         if not (math.isfinite(variance) and variance > 0) or not bool(weight.any()):
             return
-        self._noisy, self._weight = noisy.to(self._best.device), weight.to(self._best.device, torch.float32)
-        total = variance * float(weight.sum())  # against the weighted sum
-        self._residual_floor = self.floor * total if self.floor else -math.inf
+        dev, rows = self._best.device, self._index.shape[0]
+        # One row per member and region, as ``_index``.
+        self._noisy = noisy.reshape(self.regions, -1).repeat(rows // self.regions, 1).to(dev)
+        self._weight = weight.reshape(self.regions, -1).repeat(rows // self.regions, 1).to(dev, torch.float32)
+        total = variance * self._weight.sum(dim=-1)  # against the weighted sum, per row
+        self._residual_floor = self.floor * total if self.floor else torch.full_like(total, -math.inf)
         self._residual_ceiling = self.ceiling * total if self.ceiling else None
         self._residual_plateau = self.plateau * total if self.plateau else None
         self._residual_hold = self.hold * total if self.hold else None
 
-    def watch_whiteness(self, noisy: torch.Tensor, known: torch.Tensor | None, region: tuple[slice, ...]) -> None:
+    def watch_whiteness(
+        self,
+        noisy: torch.Tensor,
+        known: torch.Tensor | None,
+        region: tuple[slice, ...],
+        parts: list[tuple[slice, slice]] | None = None,
+    ) -> None:
         """After ``attach``, with ``white`` or ``overfit``: the noisy image ``(C, *shape)``, where
         it is known (broadcastable to it; None: everywhere) and where it lies in the output's
-        canvas."""
+        canvas; ``parts``, with regions that stop apart: each one's (Y, X) slices of the image,
+        in ``sample_index``'s order."""
         if self.white is None and self.overfit is None:
             return
+        if (1 if parts is None else len(parts)) != self.regions:
+            raise ValueError(f"watch_whiteness needs the {self.regions} regions' slices, got {parts!r}")
         dev = self._best.device
         self._white_noisy = noisy[None].to(dev)
         self._white_known = None if known is None else known.expand(noisy.shape)[None].to(dev, torch.float32)
         self._white_region = (slice(None), slice(None), *region)
+        self._white_parts = None if parts is None else [(..., *part) for part in parts]
         # Latched once white; without ``white`` every output counts from the start.
         self._white = torch.full(self._best.shape, self.white is None, dtype=torch.bool, device=dev)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        """The rule's statistic per member after ``iteration``, ``(M,)`` (inf while warming up)."""
+        """The rule's statistic per member (and region) after ``iteration``, ``(M × R,)`` (inf
+        while warming up)."""
         raise NotImplementedError
 
     def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
-        """Feed one iteration; device work only. Returns the statistic, ``(M,)``."""
+        """Feed one iteration; device work only. Returns the statistic, ``(M × R,)``."""
         with torch.no_grad():
             stat = self.statistic(iteration, output, average)
             residual = above = overfitted = None
@@ -394,9 +462,18 @@ class Rule:
                     torch.gt(residual, self._residual_hold, out=self._fitting)
             if self._white_noisy is not None:
                 if iteration % WHITE_EVERY == 0:
-                    correlation = residual_correlation(
-                        self._white_noisy - average[self._white_region], self._white_known
-                    )
+                    difference = self._white_noisy - average[self._white_region]
+                    if self._white_parts is None:
+                        correlation = residual_correlation(difference, self._white_known)
+                    else:  # (M, R), flat in the rows' member-major order
+                        known = self._white_known
+                        correlation = torch.stack(
+                            [
+                                residual_correlation(difference[p], None if known is None else known[p])
+                                for p in self._white_parts
+                            ],
+                            dim=1,
+                        ).flatten()
                     if self.white is not None:
                         self._white |= correlation <= self.white
                     if self.overfit is not None:
@@ -436,8 +513,20 @@ class Rule:
                 keep = self._end(keep, risen, this_output=True)
             torch.minimum(self._best, stat, out=self._best)
             self._best_iteration.copy_(torch.where(keep, iteration, self._best_iteration))
-            self.best_average.copy_(torch.where(keep.view(self._member_shape), average, self.best_average))
+            self.best_average.copy_(torch.where(self._per_pixel(keep), average, self.best_average))
         return stat
+
+    def _per_pixel(self, flags: torch.Tensor) -> torch.Tensor:
+        """One flag per member (and region), ``(M × R,)``, as a mask broadcastable to the
+        outputs: each pixel takes its region's."""
+        if self._region_map is None:
+            return flags.view(self._member_shape)
+        return flags.view(-1, self.regions)[:, self._region_map].unsqueeze(1)  # (M, 1, *canvas)
+
+    def kept(self, average: torch.Tensor) -> torch.Tensor:
+        """The outputs kept, ``(M, C, *canvas)``: each member's (and region's) best so far, or
+        ``average`` (the fit's averaged output now) where none has counted yet."""
+        return torch.where(self._per_pixel(self._best_iteration == 0), average, self.best_average)
 
     def _end(self, keep: torch.Tensor, ended: torch.Tensor, *, this_output: bool) -> torch.Tensor:
         """Mark the ``ended`` members finished; returns which members keep this output:
@@ -450,7 +539,8 @@ class Rule:
 
     @property
     def best_iterations(self) -> list[int]:
-        """Each member's iteration of the output it keeps (its best so far; a host sync); 0 before any."""
+        """Each member's iteration of the output it keeps (its best so far; a host sync), 0
+        before any; with regions that stop apart, each member's regions in turn."""
         return self._best_iteration.tolist()
 
     @property
@@ -479,9 +569,13 @@ class WindowedVariance(Rule):
     default_patience = 300
 
     def attach(
-        self, average: torch.Tensor, sample_index: torch.Tensor, statistic_index: torch.Tensor | None = None
+        self,
+        average: torch.Tensor,
+        sample_index: torch.Tensor,
+        statistic_index: torch.Tensor | None = None,
+        region_map: torch.Tensor | None = None,
     ) -> None:
-        super().attach(average, sample_index, statistic_index)
+        super().attach(average, sample_index, statistic_index, region_map)
         self._window = _Window(self.window, self._statistic_index.shape, average.device)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
@@ -506,12 +600,16 @@ class ExponentialVariance(Rule):
     default_plateau = 0.75
 
     def attach(
-        self, average: torch.Tensor, sample_index: torch.Tensor, statistic_index: torch.Tensor | None = None
+        self,
+        average: torch.Tensor,
+        sample_index: torch.Tensor,
+        statistic_index: torch.Tensor | None = None,
+        region_map: torch.Tensor | None = None,
     ) -> None:
-        super().attach(average, sample_index, statistic_index)
+        super().attach(average, sample_index, statistic_index, region_map)
         self._alpha = 2 / (self.window + 1)
         self._mean = torch.zeros(self._statistic_index.shape, device=average.device)
-        self._variance = torch.zeros(average.shape[0], device=average.device)
+        self._variance = torch.zeros(self._best.shape, device=average.device)
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         values = torch.take(output.detach(), self._statistic_index)
@@ -534,9 +632,13 @@ class HeldOutPixels(Rule):
     default_patience = 100
 
     def attach(
-        self, average: torch.Tensor, sample_index: torch.Tensor, statistic_index: torch.Tensor | None = None
+        self,
+        average: torch.Tensor,
+        sample_index: torch.Tensor,
+        statistic_index: torch.Tensor | None = None,
+        region_map: torch.Tensor | None = None,
     ) -> None:
-        super().attach(average, sample_index, statistic_index)
+        super().attach(average, sample_index, statistic_index, region_map)
         self.measured: torch.Tensor | None = None  # set by the fit: noisy values at sample_index
 
     def statistic(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
