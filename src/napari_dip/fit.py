@@ -160,8 +160,10 @@ PHOTON_SETTLE = True
 #: ``region``): parts of one image peak hundreds of iterations apart, and the whole image's
 #: statistic turned 700-1000 iterations before the peak on nuclei at 256². Replayed per 128²
 #: quadrant on one network's saved runs of six photon cases at 256²: +0.25 dB on average over
-#: the whole image's rule (nuclei +0.50 to +1.10, the phantom -0.18; BENCHMARKS.md, "A stopping
-#: time per quadrant"); at 96² smaller regions gained nothing (too few flat values to watch).
+#: the whole image's rule (nuclei +0.50 to +1.10, the phantom -0.18); end to end with two
+#: members +0.29 dB (nuclei +0.75 and +0.82, now over BM3D+GAT; the others -0.08 to +0.17) at
+#: 0.9-2.7x the time, at 384² nuclei +1.51 and the phantom +0.46 (BENCHMARKS.md, "A stopping time
+#: per region, end to end at 256²"); at 96² smaller regions gained nothing (too few flat values).
 PHOTON_REGION = 128
 #: The variance-stabilised fit (``noise="poisson"``) keeps no rise: its raw outputs' variance
 #: lies nearly flat while its PSNR still climbs, and a 20 % rise fired on a fluctuation once

@@ -123,8 +123,10 @@ image peak at different iterations: at 256² the whole image's flat-half statist
 700-1000 iterations before the peak on nuclei (40 photons) while other parts of the image
 still improved; with a stopping time per 128² quadrant, replayed on one network's saved
 runs of six photon cases, +0.25 dB over the whole image's rule on average (nuclei +0.50 to
-+1.10, above the run's single peak; the phantom -0.18; BENCHMARKS.md, "A stopping time per
-quadrant"). Smaller regions were no gain at 96² (too few flat values to watch).
++1.10, above the run's single peak; the phantom -0.18); end to end, two members, +0.29 dB
+(BENCHMARKS.md, "A stopping time per region, end to end at 256²"). Smaller regions were no
+gain at 96² (too few flat values to watch). The photon settings take 128
+(``fit.PHOTON_REGION``).
 
 Everything runs on the fit's device without host synchronisation; the variance
 rules follow a fixed random sample of ``samples`` values, so memory stays small
