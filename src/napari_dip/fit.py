@@ -932,43 +932,17 @@ class Fit:
         generator: torch.Generator,
         noise_variance: float | None,
     ) -> None:
-        """Give the rule its sample: random output values for the variance rules (and,
-        with the noise variance, the noisy values there), the held-out pixels (and their
-        measured values) for validation."""
-        dev, channels = self.device, self._image.shape[0]
-        parts = region_grid(self._image.shape[1:], self.rule.region)
-        if len(parts) > 1:
-            self._attach_regions(parts, generator, noise_variance)
-        elif held_out is None:
-            pixels = _canvas_indices(self.canvas, self.output_region, channels)
-            # The region's pixels in this order are the image's, flat (C, *shape).
-            pick = torch.randperm(pixels.numel(), generator=generator)[: self.rule.samples]
-            watched = None
-            if self.rule.flat:  # the variance statistics watch the flattest values only
-                where = flat_pixels(self._image, self.rule.flat).flatten()
-                if self._known is not None:
-                    where &= self._known.expand(self._image.shape).flatten()
-                pool = pixels[where] if bool(where.any()) else pixels
-                watched = pool[torch.randperm(pool.numel(), generator=generator)[: self.rule.samples]].to(dev)
-            self.rule.attach(self._average, pixels[pick].to(dev), watched)
-            if noise_variance is not None:
-                if self._known is None:
-                    weight = torch.ones(pick.numel(), dtype=torch.bool)
-                else:
-                    weight = self._known.expand(self._image.shape).reshape(-1)[pick]
-                self.rule.watch_residual(self._image.reshape(-1)[pick], weight, float(noise_variance))
-                self.rule.watch_whiteness(self._image, self._known, self.output_region)
-        else:
-            self.rule.attach(self._average, _canvas_indices(self.canvas, region, channels, held_out).to(dev))
-            self.rule.measured = self._image[:, held_out].reshape(-1).to(dev)
-
-    def _attach_regions(
-        self, parts: list[tuple[slice, slice]], generator: torch.Generator, noise_variance: float | None
-    ) -> None:
-        """``_attach_rule`` for regions that stop apart (``stopping.region_grid``): as many
-        random values of each region (as many flat ones, each region's own flat fraction),
-        and the region of each canvas pixel (padding: the nearest)."""
+        """Give the rule its sample: the held-out pixels (and their measured values) for
+        validation; for the variance rules, as many random output values of each region that
+        stops apart (``stopping.region_grid``; one: the whole image), as many of its flattest
+        (``flat``: each region's own), with the noise variance the noisy values there, and
+        with regions the region of each canvas pixel (padding: the nearest)."""
         dev, image = self.device, self._image
+        if held_out is not None:
+            self.rule.attach(self._average, _canvas_indices(self.canvas, region, image.shape[0], held_out).to(dev))
+            self.rule.measured = image[:, held_out].reshape(-1).to(dev)
+            return
+        parts = region_grid(image.shape[1:], self.rule.region)
         pixels = _canvas_indices(self.canvas, self.output_region, image.shape[0])
         positions = torch.arange(image.numel()).view(image.shape)  # into ``pixels``: the image's flat order
         known = None if self._known is None else self._known.expand(image.shape)
@@ -976,7 +950,7 @@ class Fit:
         count = min(self.rule.samples, *(len(p) for p in inside))
         picks = torch.stack([p[torch.randperm(len(p), generator=generator)[:count]] for p in inside])
         watched = None
-        if self.rule.flat:  # each region's own flattest values: its own structure sets them
+        if self.rule.flat:  # the variance statistics watch the flattest values only
             pools = []
             for part, where in zip(parts, inside, strict=True):
                 flat = flat_pixels(image[(..., *part)], self.rule.flat).flatten()
@@ -986,15 +960,17 @@ class Fit:
             size = min(self.rule.samples, *(len(p) for p in pools))
             watched = torch.stack([p[torch.randperm(len(p), generator=generator)[:size]] for p in pools])
             watched = pixels[watched].to(dev)
-        labels = torch.empty(image.shape[-2:], dtype=torch.long)
-        for k, part in enumerate(parts):
-            labels[part] = k
-        # Canvas rows and columns to the image's nearest (the canvas adds padding around it).
-        near = [
-            (torch.arange(n) - r.start).clamp(0, r.stop - r.start - 1)
-            for n, r in zip(self.canvas[-2:], self.output_region[-2:], strict=True)
-        ]
-        region_map = labels[near[0][:, None], near[1][None, :]].expand(self.canvas)
+        region_map = None
+        if len(parts) > 1:
+            labels = torch.empty(image.shape[-2:], dtype=torch.long)
+            for k, part in enumerate(parts):
+                labels[part] = k
+            # Canvas rows and columns to the image's nearest (the canvas adds padding around it).
+            near = [
+                (torch.arange(n) - r.start).clamp(0, r.stop - r.start - 1)
+                for n, r in zip(self.canvas[-2:], self.output_region[-2:], strict=True)
+            ]
+            region_map = labels[near[0][:, None], near[1][None, :]].expand(self.canvas)
         self.rule.attach(self._average, pixels[picks].to(dev), watched, region_map)
         if noise_variance is not None:
             weight = torch.ones(picks.shape, dtype=torch.bool) if known is None else known.reshape(-1)[picks]

@@ -432,17 +432,18 @@ class Rule:
     ) -> None:
         """After ``attach``, with ``white`` or ``overfit``: the noisy image ``(C, *shape)``, where
         it is known (broadcastable to it; None: everywhere) and where it lies in the output's
-        canvas; ``parts``, with regions that stop apart: each one's (Y, X) slices of the image,
-        in ``sample_index``'s order."""
+        canvas; ``parts``: each region's (Y, X) slices of the image, in ``sample_index``'s
+        order (None: one, the whole image)."""
         if self.white is None and self.overfit is None:
             return
-        if (1 if parts is None else len(parts)) != self.regions:
+        parts = [(slice(None), slice(None))] if parts is None else parts
+        if len(parts) != self.regions:
             raise ValueError(f"watch_whiteness needs the {self.regions} regions' slices, got {parts!r}")
         dev = self._best.device
         self._white_noisy = noisy[None].to(dev)
         self._white_known = None if known is None else known.expand(noisy.shape)[None].to(dev, torch.float32)
         self._white_region = (slice(None), slice(None), *region)
-        self._white_parts = None if parts is None else [(..., *part) for part in parts]
+        self._white_parts = [(..., *part) for part in parts]
         # Latched once white; without ``white`` every output counts from the start.
         self._white = torch.full(self._best.shape, self.white is None, dtype=torch.bool, device=dev)
 
@@ -464,18 +465,15 @@ class Rule:
                     torch.gt(residual, self._residual_hold, out=self._fitting)
             if self._white_noisy is not None:
                 if iteration % WHITE_EVERY == 0:
-                    difference = self._white_noisy - average[self._white_region]
-                    if self._white_parts is None:
-                        correlation = residual_correlation(difference, self._white_known)
-                    else:  # (M, R), flat in the rows' member-major order
-                        known = self._white_known
-                        correlation = torch.stack(
-                            [
-                                residual_correlation(difference[p], None if known is None else known[p])
-                                for p in self._white_parts
-                            ],
-                            dim=1,
-                        ).flatten()
+                    difference, known = self._white_noisy - average[self._white_region], self._white_known
+                    # (M, R), flat in the rows' member-major order
+                    correlation = torch.stack(
+                        [
+                            residual_correlation(difference[p], None if known is None else known[p])
+                            for p in self._white_parts
+                        ],
+                        dim=1,
+                    ).flatten()
                     if self.white is not None:
                         self._white |= correlation <= self.white
                     if self.overfit is not None:
