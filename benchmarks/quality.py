@@ -384,6 +384,7 @@ def dip(case: Case, noisy: np.ndarray, clean: np.ndarray, args: argparse.Namespa
         "dip_output": str(out.dtype),
         "stopped_at": record.iteration,
         "kept_iteration": record.best_iteration,
+        "kept_iterations": record.best_iterations,  # each member's, per region
     }
     return out, extra
 

@@ -16,6 +16,7 @@ from napari_dip.stopping import (
     ExponentialVariance,
     Rule,
     WindowedVariance,
+    describe_best,
     flat_pixels,
     make_rule,
     region_grid,
@@ -401,6 +402,19 @@ def test_the_photon_settings_stop_large_planes_per_region(noisy_camera, camera64
         )
         np.testing.assert_array_equal(fit.rule.best_average[where].numpy(), averages[iteration][where].numpy())
     assert psnr(fit.result()[0] * 255, camera64) - psnr(noisy_camera, camera64) >= 4.0
+    # What people are told: every member's regions, from the last record and the fit alike.
+    assert record.best_iterations == fit.best_iterations == (tuple(kept[:4]), tuple(kept[4:]))
+    assert record.best_iteration == max(kept)
+    said = f"best outputs at iterations {min(kept)}–{max(kept)} (2 members × 4 regions)"
+    assert describe_best(fit.best_iterations) == said
+
+
+def test_describe_best_says_one_iteration_or_the_span():
+    assert describe_best(None) is None and describe_best(((0,),)) is None  # no rule; nothing kept yet
+    assert describe_best(((850,),)) == describe_best(((850,), (850,))) == "best output at iteration 850"
+    assert describe_best(((800,), (0,))) == "best output at iteration 800"  # a member still watching
+    assert describe_best(((800,), (950,))) == "best outputs at iterations 800–950 (2 members)"
+    assert describe_best(((800, 1200),)) == "best outputs at iterations 800–1200 (2 regions)"
 
 
 def test_the_stabilised_fit_of_bright_images_holds_its_patience():

@@ -365,11 +365,13 @@ class _Progress:
 
 def _fit_message(summary: Any, rule: str) -> str:
     """How one fit ended, from a ``schedule.UnitSummary``."""
-    n, seconds, best = summary.iterations, f"{summary.seconds:.1f} s", summary.best_iteration
+    from .stopping import describe_best
+
+    n, seconds, best = summary.iterations, f"{summary.seconds:.1f} s", describe_best(summary.best_iterations)
     if summary.stopped_early:
-        return f"stopped automatically at iteration {n} ({rule} rule, {seconds}); best output at iteration {best}"
+        return f"stopped automatically at iteration {n} ({rule} rule, {seconds}); {best}"
     if best:
-        return f"reached the cap of {n} iterations ({seconds}); best output at {best}"
+        return f"reached the cap of {n} iterations ({seconds}); {best}"
     return f"finished after iteration {n} ({seconds})"
 
 

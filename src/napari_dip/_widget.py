@@ -25,7 +25,7 @@ from ._layers import DEFAULT_MODE, MODE_LABELS, Output, companion, modes_for, ou
 from ._names import NOISE_MODELS
 from .fit import TASKS, task_defaults
 from .networks import NETWORKS
-from .stopping import DEFAULT_RULE, RULES
+from .stopping import DEFAULT_RULE, RULES, describe_best
 
 if TYPE_CHECKING:
     import napari
@@ -520,7 +520,7 @@ class DeepImagePriorWidget(QWidget):
             parts.append(f"tile {step.tile + 1} of {step.tiles}")
         parts += [f"iteration {record.iteration}/{record.iterations}", f"{_duration(step.elapsed)} elapsed"]
         if record.statistics is not None:
-            parts.append(f"best at {record.best_iteration}" if record.best_iteration else "watching")
+            parts.append(describe_best(record.best_iterations) or "watching")
         left = _seconds_left(step)
         if left is not None:
             parts.append(f"~{_duration(left)} left")
@@ -591,7 +591,7 @@ class DeepImagePriorWidget(QWidget):
             early = [s for s in summaries if s.stopped_early]
             state = "done"
             if units == 1 and early:
-                state = f"stopped automatically, best output at iteration {early[0].best_iteration}"
+                state = f"stopped automatically, {describe_best(early[0].best_iterations)}"
             elif early:
                 state = f"done ({len(early)} of {units} tiles stopped automatically)"
         elif iterations == 0:

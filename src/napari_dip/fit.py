@@ -276,8 +276,11 @@ class Progress:
     losses: np.ndarray | None = None
     #: The stopping rule's statistic for the same iterations, or None (inf: warming up).
     statistics: np.ndarray | None = None
-    #: Iteration of the rule's best output so far, or None.
+    #: Iteration of the rule's best output so far (the latest, where members or regions kept
+    #: different ones), or None.
     best_iteration: int | None = None
+    #: Each member's kept iteration per region (``Fit.best_iterations``), or None.
+    best_iterations: tuple[tuple[int, ...], ...] | None = None
     _loss: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -1085,7 +1088,7 @@ class Fit:
                 i, now = self.iteration, time.perf_counter()
                 if rule is not None and i % STOP_CHECK_EVERY == 0 and rule.done(i):
                     self.stopped_early = True
-                preview = losses = statistics = best = None
+                preview = losses = statistics = best = kept = None
                 due = now - last_time >= PREVIEW_SECONDS if every is None else i % every == 0
                 if due or i == self.iterations or self.stopped_early:
                     preview = self.result()
@@ -1093,15 +1096,27 @@ class Fit:
                     losses = recent[0]
                     if rule is not None:
                         statistics = recent[1]
-                        best = rule.best_iteration
+                        kept = self.best_iterations
+                        best = max(max(member) for member in kept)
                     last_preview, last_time = i, time.perf_counter()
                 # A copy: the loss buffer is reused, and a record may be read long after.
-                yield Progress(i, self.iterations, now - start, preview, losses, statistics, best, self._loss.clone())
+                yield Progress(
+                    i, self.iterations, now - start, preview, losses, statistics, best, kept, self._loss.clone()
+                )
 
     @property
     def best_iteration(self) -> int | None:
         """Iteration whose averaged output ``result()`` returns under a stopping rule."""
         return None if self.rule is None else self.rule.best_iteration
+
+    @property
+    def best_iterations(self) -> tuple[tuple[int, ...], ...] | None:
+        """Each member's kept iteration per region that stops apart (one region: the whole
+        image), 0 before any; None without a rule. A host sync."""
+        if self.rule is None:
+            return None
+        kept, regions = self.rule.best_iterations, self.rule.regions
+        return tuple(tuple(kept[m : m + regions]) for m in range(0, len(kept), regions))
 
     @property
     def statistics(self) -> np.ndarray | None:

@@ -159,6 +159,8 @@ class UnitSummary:
     best_iteration: int | None
     warm: bool
     skipped: bool = False
+    #: Each member's kept iteration per region (``Fit.best_iterations``), or None.
+    best_iterations: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass
@@ -348,7 +350,15 @@ class Schedule:
             self._checkpoints[unit.tile] = fit.checkpoint()
         seconds = self._elapsed - sum(s.seconds for s in self.summaries)
         self.summaries.append(
-            UnitSummary(unit, fit.iteration, seconds, fit.stopped_early, fit.best_iteration, bool(self._warm))
+            UnitSummary(
+                unit,
+                fit.iteration,
+                seconds,
+                fit.stopped_early,
+                fit.best_iteration,
+                bool(self._warm),
+                best_iterations=fit.best_iterations,
+            )
         )
         self.fit, self._current = None, None
 

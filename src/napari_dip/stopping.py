@@ -140,6 +140,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -171,6 +172,21 @@ def region_grid(shape: tuple[int, ...], side: int | None) -> list[tuple[slice, s
         count = max(1, n // side)
         spans.append([slice(a, b) for a, b in itertools.pairwise(n * k // count for k in range(count + 1))])
     return [(rows, cols) for rows in spans[0] for cols in spans[1]]
+
+
+def describe_best(kept: Sequence[Sequence[int]] | None) -> str | None:
+    """Where the kept outputs come from, for people: "best output at iteration N", or where
+    members or regions kept different ones, "best outputs at iterations A–B (2 members × 4
+    regions)". ``kept``: each member's kept iteration per region (``Fit.best_iterations``);
+    None (no rule) or nothing kept yet: None."""
+    flat = [i for member in kept or () for i in member if i]
+    if not flat:
+        return None
+    low, high = min(flat), max(flat)
+    if low == high:
+        return f"best output at iteration {high}"
+    parts = [f"{n} {name}" for n, name in ((len(kept), "members"), (len(kept[0]), "regions")) if n > 1]
+    return f"best outputs at iterations {low}–{high} ({' × '.join(parts)})"
 
 
 def flat_pixels(image: torch.Tensor, fraction: float, sigma: float = FLAT_SIGMA) -> torch.Tensor:
