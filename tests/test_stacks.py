@@ -126,6 +126,18 @@ def test_a_warm_plane_takes_the_schedules_rule_settings_over_the_fits():
     assert (rules[0].window, rules[1].window) == (7, schedule.WARM_RULE["window"])
 
 
+def test_the_cold_plane_stops_per_region_and_warm_planes_as_one():
+    # Regions that stop apart (the photon settings on large planes) hold for a stack's cold
+    # plane; a warm plane keeps the whole image (WARM_RULE), and each summary says which.
+    image = np.random.default_rng(0).random((2, 1, 64, 64)).astype(np.float32)
+    sched = Schedule(
+        "denoise", image, width=8, iterations=3, device="cpu", stopping="emv", ensemble=2, rule_options={"region": 32}
+    )
+    list(sched)
+    assert [s.warm for s in sched.summaries] == [False, True]
+    assert [np.shape(s.best_iterations) for s in sched.summaries] == [(2, 4), (2, 1)]
+
+
 def test_a_stopped_stack_keeps_finished_planes_and_zeroes_the_rest():
     _, noisy = photon_stack(planes=3)
 
