@@ -7,7 +7,7 @@ Poisson noise, gain 2, offset 100, read noise 1.5 e⁻; ``napari-dip denoise`` a
 CLI's report, and per plane the PSNR in photons of the noisy plane, the result and BM3D
 after the generalized Anscombe transform with the true camera.
 
-    python benchmarks/stack_cli.py --out benchmarks/results/stack_cli_256.jsonl [--no-warm-start]
+    python benchmarks/stack_cli.py --out benchmarks/results/stack_cli.jsonl [--no-warm-start]
 """
 
 from __future__ import annotations
