@@ -14,7 +14,6 @@ regions had finished every 100 iterations.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jsonl
 import quality
 
 CHECK_EVERY = 25
@@ -80,10 +80,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "trace": trace,
     }
-    print(json.dumps(row))
-    if args.out is not None:
-        with args.out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+    jsonl.emit(row)
+    jsonl.append(args.out, [row])
 
 
 if __name__ == "__main__":

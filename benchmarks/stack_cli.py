@@ -13,7 +13,6 @@ after the generalized Anscombe transform with the true camera.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jsonl
 import quality
 
 PLANES = slice(7, 10)
@@ -80,10 +80,8 @@ def main() -> None:
         "planes": planes,
         "report": run.stderr,
     }
-    print(json.dumps(row))
-    if args.out is not None:
-        with args.out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+    jsonl.emit(row)
+    jsonl.append(args.out, [row])
 
 
 if __name__ == "__main__":
