@@ -276,9 +276,6 @@ class Progress:
     losses: np.ndarray | None = None
     #: The stopping rule's statistic for the same iterations, or None (inf: warming up).
     statistics: np.ndarray | None = None
-    #: Iteration of the rule's best output so far (the latest, where members or regions kept
-    #: different ones), or None.
-    best_iteration: int | None = None
     #: Each member's kept iteration per region (``Fit.best_iterations``), or None.
     best_iterations: tuple[tuple[int, ...], ...] | None = None
     _loss: torch.Tensor | None = field(default=None, repr=False)
@@ -287,6 +284,17 @@ class Progress:
     def loss(self) -> float:
         """Data-term loss of this iteration."""
         return float(self._loss) if self._loss is not None else math.nan
+
+    @property
+    def best_iteration(self) -> int | None:
+        """Iteration of the rule's best output so far (the latest, where members or regions
+        kept different ones), or None."""
+        return latest_kept(self.best_iterations)
+
+
+def latest_kept(kept: tuple[tuple[int, ...], ...] | None) -> int | None:
+    """The latest of every member's and region's kept iterations (``Fit.best_iterations``)."""
+    return None if kept is None else max(max(member) for member in kept)
 
 
 def canvas_length(n: int, multiple: int, min_size: int) -> int:
@@ -1088,7 +1096,7 @@ class Fit:
                 i, now = self.iteration, time.perf_counter()
                 if rule is not None and i % STOP_CHECK_EVERY == 0 and rule.done(i):
                     self.stopped_early = True
-                preview = losses = statistics = best = kept = None
+                preview = losses = statistics = kept = None
                 due = now - last_time >= PREVIEW_SECONDS if every is None else i % every == 0
                 if due or i == self.iterations or self.stopped_early:
                     preview = self.result()
@@ -1097,12 +1105,9 @@ class Fit:
                     if rule is not None:
                         statistics = recent[1]
                         kept = self.best_iterations
-                        best = max(max(member) for member in kept)
                     last_preview, last_time = i, time.perf_counter()
                 # A copy: the loss buffer is reused, and a record may be read long after.
-                yield Progress(
-                    i, self.iterations, now - start, preview, losses, statistics, best, kept, self._loss.clone()
-                )
+                yield Progress(i, self.iterations, now - start, preview, losses, statistics, kept, self._loss.clone())
 
     @property
     def best_iteration(self) -> int | None:

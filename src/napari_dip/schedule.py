@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .fit import Checkpoint, Fit, Progress
+from .fit import Checkpoint, Fit, Progress, latest_kept
 
 #: Overlap between neighbouring tiles, as a fraction of the tile side (at least
 #: ``MIN_OVERLAP`` pixels): enough context that each tile's border is fitted well.
@@ -156,11 +156,15 @@ class UnitSummary:
     iterations: int
     seconds: float
     stopped_early: bool
-    best_iteration: int | None
     warm: bool
     skipped: bool = False
     #: Each member's kept iteration per region (``Fit.best_iterations``), or None.
     best_iterations: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def best_iteration(self) -> int | None:
+        """The latest kept iteration, or None without a rule."""
+        return latest_kept(self.best_iterations)
 
 
 @dataclass
@@ -351,20 +355,14 @@ class Schedule:
         seconds = self._elapsed - sum(s.seconds for s in self.summaries)
         self.summaries.append(
             UnitSummary(
-                unit,
-                fit.iteration,
-                seconds,
-                fit.stopped_early,
-                fit.best_iteration,
-                bool(self._warm),
-                best_iterations=fit.best_iterations,
+                unit, fit.iteration, seconds, fit.stopped_early, bool(self._warm), best_iterations=fit.best_iterations
             )
         )
         self.fit, self._current = None, None
 
     def _finish_without_fit(self, unit: Unit) -> None:
         self._add(unit, self.image[(unit.plane, slice(None), *unit.region)])
-        self.summaries.append(UnitSummary(unit, 0, 0.0, False, None, False, skipped=True))
+        self.summaries.append(UnitSummary(unit, 0, 0.0, False, False, skipped=True))
 
     def _add(self, unit: Unit, values: np.ndarray) -> None:
         region = self._output_region(unit)
